@@ -1,1 +1,18 @@
-"""rrise-sklearn."""
+"""rrise-sklearn: certified L2 robustness by randomized smoothing, for scikit-learn.
+
+Main entry points:
+
+* :class:`SmoothedClassifier`: a skorch classifier trained with Gaussian noise,
+  with Monte Carlo ``predict`` / ``predict_proba`` / ``certify``.
+* :class:`RRISESurrogate`: certification in one forward pass, conformally
+  calibrated.
+* :mod:`rrise_sklearn.stats`, :mod:`rrise_sklearn.sampling`,
+  :mod:`rrise_sklearn.metrics`: the statistics, the Monte Carlo engine and the
+  metrics they rest on.
+"""
+
+from .results import CertificationResult
+from .smoothing import SmoothedClassifier
+
+__all__ = ["CertificationResult", "SmoothedClassifier"]
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,206 @@
+"""Certified-robustness metrics and scorers for model selection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats as _sps
+
+__all__ = [
+    "abstain_rate",
+    "acr_scorer",
+    "average_certified_radius",
+    "certified_accuracy",
+    "certified_accuracy_lower_bound",
+    "certified_accuracy_scorer",
+]
+
+
+def _check_arrays(y_true: Any, prediction: Any, radius: Any) -> tuple[np.ndarray, ...]:
+    y = np.asarray(y_true)
+    p = np.asarray(prediction)
+    r = np.asarray(radius, dtype=np.float64)
+    if not (y.ndim == p.ndim == r.ndim == 1) or not (len(y) == len(p) == len(r)):
+        raise ValueError(
+            "y_true, prediction and radius must be 1-D arrays of the same length; got shapes "
+            f"{y.shape}, {p.shape}, {r.shape}."
+        )
+    if len(y) == 0:
+        raise ValueError("y_true is empty: certified metrics need at least one input.")
+    if np.any(np.isnan(r)) or np.any(r < 0):
+        raise ValueError("radius must contain numbers >= 0 (0 means abstain); got NaN or < 0.")
+    return y, p, r
+
+
+def certified_accuracy(y_true: Any, prediction: Any, radius: Any, r: Any = 0.0) -> Any:
+    """Fraction of inputs that are correct, not abstained, and certified at radius ``r``.
+
+    An input counts when ``prediction == y_true`` and ``radius >= r`` (and, at
+    ``r = 0``, the certifier did not abstain: abstentions are errors).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_inputs,)
+        True labels.
+    prediction : array-like of shape (n_inputs,)
+        Certified predictions (the abstain label where abstained).
+    radius : array-like of shape (n_inputs,)
+        Certified radii, 0 where abstained.
+    r : float or array-like, default=0.0
+        Radius (or radii) at which to evaluate.
+
+    Returns
+    -------
+    accuracy : float or ndarray
+        One value per radius in ``r``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.metrics import certified_accuracy
+    >>> certified_accuracy([0, 1, 1], [0, 1, -1], [0.5, 0.1, 0.0], r=[0.0, 0.25])
+    array([0.66666667, 0.33333333])
+    """
+    y, p, rad = _check_arrays(y_true, prediction, radius)
+    rr = np.asarray(r, dtype=np.float64)
+    if np.any(np.isnan(rr)) or np.any(rr < 0):
+        raise ValueError(f"r must be >= 0; got r={r!r}.")
+    ok = (p == y) & (rad > 0)
+    out = np.mean(ok[None, :] & (rad[None, :] >= rr.reshape(-1, 1)), axis=1)
+    return float(out[0]) if rr.ndim == 0 else out.reshape(rr.shape)
+
+
+def average_certified_radius(y_true: Any, prediction: Any, radius: Any) -> float:
+    """ACR: mean of ``radius * [prediction == y_true]`` over all inputs.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.metrics import average_certified_radius
+    >>> average_certified_radius([0, 1, 1], [0, 0, 1], [0.6, 0.3, 0.3])
+    0.3
+    """
+    y, p, r = _check_arrays(y_true, prediction, radius)
+    return float(np.mean(np.where(p == y, r, 0.0)))
+
+
+def abstain_rate(radius: Any) -> float:
+    """Fraction of abstentions (certificates with radius 0).
+
+    Examples
+    --------
+    >>> from rrise_sklearn.metrics import abstain_rate
+    >>> abstain_rate([0.0, 0.2, 0.0, 1.0])
+    0.5
+    """
+    r = np.asarray(radius, dtype=np.float64)
+    if r.ndim != 1 or len(r) == 0:
+        raise ValueError("radius must be a non-empty 1-D array.")
+    return float(np.mean(r <= 0))
+
+
+def certified_accuracy_lower_bound(
+    y_true: Any,
+    prediction: Any,
+    radius: Any,
+    r: Any = 0.0,
+    *,
+    alpha: float,
+    rho: float = 0.05,
+    independent: bool = False,
+) -> Any:
+    """Certified accuracy corrected to hold with probability ``1 - rho`` over the test set.
+
+    Each certificate is wrong with probability at most ``alpha``, so the
+    number ``W`` of wrong certificates among the ``n`` test inputs has
+    ``E[W] <= alpha n``. Subtracting a ``1 - rho`` upper bound on ``W`` from the
+    number of inputs counted as certified-correct gives a count of inputs that
+    are *truly* correct and robust at ``r``, with probability ``>= 1 - rho``:
+
+    * ``independent=False`` (always valid): Markov's inequality,
+      ``W <= alpha n / rho``.
+    * ``independent=True``: the certificates' Monte Carlo draws are
+      independent (certify with ``noise_sharing=1``), so ``W`` is dominated by
+      ``Bin(n, alpha)``; its ``1 - rho`` quantile is much tighter.
+
+    Parameters
+    ----------
+    y_true, prediction, radius : array-like of shape (n_inputs,)
+        As in :func:`certified_accuracy`.
+    r : float or array-like, default=0.0
+        Radius (or radii).
+    alpha : float
+        The certifier's per-certificate error level.
+    rho : float, default=0.05
+        Probability that the corrected figure is too high.
+    independent : bool, default=False
+        Whether the certificates are independent (see above).
+
+    Returns
+    -------
+    accuracy : float or ndarray
+
+    Examples
+    --------
+    >>> from rrise_sklearn.metrics import certified_accuracy_lower_bound
+    >>> y = [0] * 1000
+    >>> certified_accuracy_lower_bound(y, y, [1.0] * 1000, alpha=0.001, rho=0.05)
+    0.98
+    >>> certified_accuracy_lower_bound(y, y, [1.0] * 1000, alpha=0.001, independent=True)
+    0.997
+    """
+    y, p, rad = _check_arrays(y_true, prediction, radius)
+    if not 0 < alpha < 1 or not 0 < rho < 1:
+        raise ValueError(f"alpha and rho must lie in (0, 1); got alpha={alpha}, rho={rho}.")
+    n = len(y)
+    acc = np.asarray(certified_accuracy(y, p, rad, r), dtype=np.float64)
+    if independent:
+        wrong = float(_sps.binom.ppf(1 - rho, n, alpha))
+    else:
+        wrong = alpha * n / rho
+    out = np.maximum(0.0, acc - wrong / n)
+    return float(out) if out.ndim == 0 else out
+
+
+class _CertifiedScorer:
+    """Scorer calling ``estimator.certify(X)``; usable as ``GridSearchCV(scoring=...)``."""
+
+    def __init__(self, kind: str, r: float = 0.0) -> None:
+        self.kind = kind
+        self.r = float(r)
+
+    def __call__(self, estimator: Any, X: Any, y: Any) -> float:
+        res = estimator.certify(X)
+        if self.kind == "acr":
+            return average_certified_radius(y, res.prediction, res.radius)
+        return float(certified_accuracy(y, res.prediction, res.radius, self.r))
+
+    def __repr__(self) -> str:
+        if self.kind == "acr":
+            return "acr_scorer()"
+        return f"certified_accuracy_scorer(r={self.r})"
+
+
+def certified_accuracy_scorer(r: float = 0.0) -> _CertifiedScorer:
+    """Scorer: certified accuracy at radius ``r`` of ``estimator.certify(X)``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.metrics import certified_accuracy_scorer
+    >>> certified_accuracy_scorer(0.25)
+    certified_accuracy_scorer(r=0.25)
+    """
+    if not np.isfinite(r) or r < 0:
+        raise ValueError(f"r must be a finite radius >= 0; got r={r!r}.")
+    return _CertifiedScorer("accuracy", r)
+
+
+def acr_scorer() -> _CertifiedScorer:
+    """Scorer: average certified radius of ``estimator.certify(X)``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.metrics import acr_scorer
+    >>> acr_scorer()
+    acr_scorer()
+    """
+    return _CertifiedScorer("acr")

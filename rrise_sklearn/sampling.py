@@ -1,0 +1,385 @@
+"""The Monte Carlo engine: class counts of a base classifier under Gaussian noise.
+
+:func:`monte_carlo_counts` is the only place in the package that draws
+smoothing noise. Certification, prediction, surrogate targets, calibration,
+verification and the command line all go through it.
+
+How the noise is organised (and why results do not depend on ``batch_size``):
+
+* Inputs are split into fixed *noise groups* of ``noise_sharing`` consecutive
+  inputs. Samples are split into fixed *noise blocks* of ``S`` samples (``S``
+  depends only on the input size). Block ``c`` of group ``g`` is drawn with a
+  ``torch.Generator`` seeded from ``SeedSequence(random_state)`` with spawn key
+  ``(g, c)``, so every block is a pure function of ``(random_state, g, c)``.
+* All inputs of a group see the same noise block. Each input therefore still
+  sees ``n`` i.i.d. draws of ``N(0, sigma^2 I)`` and each certificate keeps its
+  guarantee; certificates of different inputs *in the same group* are
+  dependent. Drawing the noise once for several inputs is what makes the engine
+  fast for small models. Pass ``noise_sharing=1`` when the inputs' Monte Carlo
+  results must be independent (conformal calibration does).
+* Forward batches are packed with rows of several blocks (and blocks larger
+  than a batch are split), so batches are full, memory stays at about
+  ``(batch_size + S)`` times the input size, and only the class counts move
+  back to the host.
+
+Because batches are formed after the noise is fixed, the counts are identical
+for every ``batch_size``, every ``n_jobs`` and every joblib backend. Random
+streams of torch differ between CPU and GPU, so the same seed gives different
+(equally valid) counts on different device types.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils.parallel import Parallel, delayed
+
+__all__ = ["monte_carlo_counts", "resolve_seed", "noise_block_size"]
+
+_MAX_BLOCK_SAMPLES = 512
+_BLOCK_BUDGET = 2**21  # floats per noise block (8 MiB in float32)
+
+
+def noise_block_size(n_features: int, n: int) -> int:
+    """Samples per noise block: a power of two, at most 512, about 8 MiB of noise at most.
+
+    Depends only on the input size and ``n``, never on the batch size.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.sampling import noise_block_size
+    >>> noise_block_size(64, 10_000), noise_block_size(3 * 224 * 224, 10_000)
+    (512, 8)
+    """
+    cap = max(1, _BLOCK_BUDGET // max(1, int(n_features)))
+    size = min(_MAX_BLOCK_SAMPLES, 2 ** int(math.floor(math.log2(cap))))
+    return int(max(1, min(size, int(n))))
+
+
+def resolve_seed(random_state: Any) -> int:
+    """Turn ``random_state`` into a root entropy integer for ``SeedSequence``.
+
+    ``None`` draws fresh entropy (results vary call to call); an int is used as
+    is; a ``numpy.random.Generator`` / ``RandomState`` / ``SeedSequence`` is
+    consumed to give an int.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.sampling import resolve_seed
+    >>> resolve_seed(7)
+    7
+    """
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(random_state, np.random.SeedSequence):
+        return int(random_state.generate_state(2, np.uint64)[0])
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be a non-negative int; got {random_state}.")
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    raise ValueError(
+        "random_state must be None, an int, a numpy SeedSequence, Generator or RandomState; "
+        f"got {random_state!r}."
+    )
+
+
+def _block_seed(root: int, group: int, block: int) -> int:
+    state = np.random.SeedSequence(root, spawn_key=(group, block)).generate_state(2, np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def _module_device(forward: Any) -> torch.device:
+    if isinstance(forward, torch.nn.Module):
+        for p in forward.parameters():
+            return p.device
+        for b in forward.buffers():
+            return b.device
+    return torch.device("cpu")
+
+
+def _to_classes(out: Any, n_classes: int, rows: int, device: torch.device) -> torch.Tensor:
+    """Turn a forward output (scores or class indices) into int64 class indices."""
+    if not isinstance(out, torch.Tensor):
+        out = torch.as_tensor(np.asarray(out), device=device)
+    if out.ndim == 2:
+        if out.shape != (rows, n_classes):
+            raise ValueError(
+                f"forward returned scores of shape {tuple(out.shape)}; expected ({rows}, "
+                f"{n_classes}) = (batch rows, n_classes). Check n_classes."
+            )
+        return out.argmax(dim=1)
+    if out.ndim == 1 and out.shape[0] == rows:
+        if out.is_floating_point():
+            if not torch.all(out == torch.round(out)):
+                raise ValueError(
+                    "forward returned a 1-D float array that is not class indices; return "
+                    "scores of shape (batch, n_classes) or integer class indices."
+                )
+        cls = out.to(torch.int64)
+        if rows and (int(cls.min()) < 0 or int(cls.max()) >= n_classes):
+            raise ValueError(
+                f"forward returned class indices outside [0, {n_classes}); "
+                "return indices 0..n_classes-1 (not the original labels)."
+            )
+        return cls.to(device)
+    raise ValueError(
+        f"forward returned an array of shape {tuple(out.shape)}; expected scores "
+        f"({rows}, {n_classes}) or class indices ({rows},)."
+    )
+
+
+def _count_groups(
+    forward: Any,
+    X: torch.Tensor,
+    first_group: int,
+    *,
+    sigma: float,
+    n: int,
+    n_classes: int,
+    batch_size: int,
+    root: int,
+    noise_sharing: int,
+    device: torch.device,
+    progress: Any = None,
+) -> np.ndarray:
+    """Counts for the inputs X, which start at noise group ``first_group``."""
+    is_torch = isinstance(forward, torch.nn.Module)
+    n_inputs = X.shape[0]
+    feat = tuple(X.shape[1:])
+    d = int(np.prod(feat)) if feat else 1
+    S = noise_block_size(d, n)
+    n_blocks = -(-n // S)
+    gen = torch.Generator(device=device)
+    counts = torch.zeros(n_inputs * n_classes, dtype=torch.int64, device=device)
+    buf = torch.empty((batch_size, *feat), dtype=torch.float32, device=device)
+    owner = torch.empty(batch_size, dtype=torch.int64, device=device)
+    fill = 0
+
+    def flush() -> None:
+        nonlocal fill
+        if fill == 0:
+            return
+        batch = buf[:fill]
+        if is_torch:
+            out = forward(batch)
+        else:
+            out = forward(batch.cpu().numpy())
+        cls = _to_classes(out, n_classes, fill, device)
+        counts.index_add_(0, owner[:fill] * n_classes + cls, torch.ones_like(cls))
+        fill = 0
+
+    n_groups = -(-n_inputs // noise_sharing)
+    for g in range(n_groups):
+        lo, hi = g * noise_sharing, min((g + 1) * noise_sharing, n_inputs)
+        xg = X[lo:hi]
+        m = hi - lo
+        for c in range(n_blocks):
+            s = min(S, n - c * S)
+            gen.manual_seed(_block_seed(root, first_group + g, c))
+            noise = torch.randn((s, *feat), generator=gen, device=device, dtype=torch.float32)
+            noise.mul_(sigma)
+            rows = m * s
+            r0 = 0
+            while r0 < rows:
+                room = batch_size - fill
+                i0, j0 = divmod(r0, s)
+                if j0 == 0 and room >= s:
+                    # whole inputs: one broadcast add of the shared noise block
+                    k = min(m - i0, room // s)
+                    take = k * s
+                    dst = buf[fill : fill + take].view(k, s, *feat)
+                    torch.add(xg[i0 : i0 + k].unsqueeze(1), noise.unsqueeze(0), out=dst)
+                    owner[fill : fill + take] = torch.arange(
+                        lo + i0, lo + i0 + k, device=device
+                    ).repeat_interleave(s)
+                else:
+                    # part of one input's samples (batch boundary inside an input)
+                    take = min(s - j0, room)
+                    torch.add(xg[i0], noise[j0 : j0 + take], out=buf[fill : fill + take])
+                    owner[fill : fill + take] = lo + i0
+                fill += take
+                r0 += take
+                if fill == batch_size:
+                    flush()
+        if progress is not None:
+            progress.update(m)
+    flush()
+    return counts.view(n_inputs, n_classes).cpu().numpy()
+
+
+def monte_carlo_counts(
+    forward: torch.nn.Module | Callable[[np.ndarray], Any],
+    X: Any,
+    *,
+    sigma: float,
+    n: int,
+    n_classes: int,
+    batch_size: int = 4096,
+    random_state: Any = None,
+    device: str | torch.device | None = None,
+    noise_sharing: int = 16,
+    n_jobs: int | None = None,
+    verbose: int = 0,
+) -> np.ndarray:
+    """Count the classes a base classifier gives to ``n`` noisy copies of each input.
+
+    For every input ``x`` draws ``eps_1..eps_n ~ N(0, sigma^2 I)`` and counts
+    ``f(x + eps_j)`` per class.
+
+    Parameters
+    ----------
+    forward : torch.nn.Module or callable
+        The base classifier ``f``.
+
+        * A ``torch.nn.Module`` gets float32 tensor batches of shape
+          ``(rows, *X.shape[1:])`` on ``device`` and returns either scores
+          (logits or probabilities) of shape ``(rows, n_classes)``, reduced with
+          ``argmax``, or int class indices of shape ``(rows,)``. It runs in eval
+          mode under ``torch.inference_mode`` (its training flag is restored).
+        * Any other callable (e.g. a fitted sklearn model's ``predict``) gets
+          float32 **numpy** batches and returns class indices ``0..n_classes-1``
+          (or scores) as numpy. Slower: every batch goes through the host.
+    X : array-like or torch.Tensor of shape (n_inputs, ...)
+        Inputs, any trailing shape the model accepts.
+    sigma : float
+        Noise standard deviation, in the units of ``X``.
+    n : int
+        Noisy samples per input.
+    n_classes : int
+        Number of classes of ``f``.
+    batch_size : int, default=4096
+        Rows per forward pass. Memory is about ``(batch_size + 512)`` times one
+        input. Does not change the result.
+    random_state : int, SeedSequence, Generator or None, default=None
+        Seed. The same seed gives the same counts for every ``batch_size``,
+        ``n_jobs`` and joblib backend on one device type.
+    device : str or torch.device, optional
+        Where noise is drawn and the model runs; default: the module's device,
+        else CPU. The module must already be on this device.
+    noise_sharing : int, default=16
+        Consecutive inputs that share each noise block (see module docs): each
+        input still sees ``n`` i.i.d. draws; ``1`` makes inputs independent.
+        Part of the seed structure: changing it changes the counts.
+    n_jobs : int, optional
+        Workers for joblib (``sklearn.utils.parallel``); ``None`` follows an
+        enclosing ``joblib.parallel_config`` (e.g. a Dask backend), else runs
+        in this process.
+    verbose : int, default=0
+        ``> 0`` shows a tqdm progress bar over inputs.
+
+    Returns
+    -------
+    counts : ndarray of shape (n_inputs, n_classes), dtype int64
+        Each row sums to ``n``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rrise_sklearn.sampling import monte_carlo_counts
+    >>> f = torch.nn.Linear(2, 2)
+    >>> counts = monte_carlo_counts(f, [[0.0, 1.0], [1.0, 0.0]], sigma=0.5, n=1000,
+    ...                             n_classes=2, random_state=0)
+    >>> counts.shape, counts.sum(axis=1).tolist()
+    ((2, 2), [1000, 1000])
+    """
+    sigma = float(sigma)
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0; got sigma={sigma!r}.")
+    for name, val in (("n", n), ("n_classes", n_classes), ("batch_size", batch_size)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {name}={val!r}.")
+    if isinstance(noise_sharing, bool) or not isinstance(noise_sharing, (int, np.integer)):
+        raise ValueError(f"noise_sharing must be an integer >= 1; got {noise_sharing!r}.")
+    if noise_sharing < 1:
+        raise ValueError(f"noise_sharing must be an integer >= 1; got {noise_sharing!r}.")
+    if not callable(forward):
+        raise TypeError(f"forward must be a torch module or a callable; got {type(forward)}.")
+    n, n_classes, batch_size = int(n), int(n_classes), int(batch_size)
+    noise_sharing = int(noise_sharing)
+    dev = torch.device(device) if device is not None else _module_device(forward)
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float32) if not isinstance(X, torch.Tensor) else X)
+    Xt = Xt.to(device=dev, dtype=torch.float32)
+    if Xt.ndim < 1 or Xt.shape[0] == 0:
+        return np.zeros((0, n_classes), dtype=np.int64)
+    if Xt.ndim == 1:
+        raise ValueError("X must have shape (n_inputs, ...); got a 1-D array. Use X[None].")
+    if not torch.isfinite(Xt).all():
+        raise ValueError("X contains NaN or infinity; clean or impute the inputs first.")
+    root = resolve_seed(random_state)
+    n_inputs = Xt.shape[0]
+    n_groups = -(-n_inputs // noise_sharing)
+
+    was_training = isinstance(forward, torch.nn.Module) and forward.training
+    if isinstance(forward, torch.nn.Module):
+        forward.eval()
+    kwargs = dict(
+        sigma=sigma,
+        n=n,
+        n_classes=n_classes,
+        batch_size=batch_size,
+        root=root,
+        noise_sharing=noise_sharing,
+        device=dev,
+    )
+    try:
+        with torch.inference_mode():
+            workers = 1 if n_jobs is None and not _in_parallel_config() else n_jobs
+            if workers == 1 or n_groups == 1:
+                bar = _progress(n_inputs, verbose)
+                try:
+                    return _count_groups(forward, Xt, 0, progress=bar, **kwargs)
+                finally:
+                    if bar is not None:
+                        bar.close()
+            # Chunks of whole noise groups; seeds depend on the global group index only.
+            n_chunks = min(n_groups, 4 * max(1, _effective_jobs(n_jobs)))
+            bounds = np.linspace(0, n_groups, n_chunks + 1).astype(int)
+            Xc = Xt.cpu()
+            tasks = [
+                delayed(_count_groups)(
+                    forward,
+                    Xc[b0 * noise_sharing : b1 * noise_sharing],
+                    int(b0),
+                    **kwargs,
+                )
+                for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True)
+                if b1 > b0
+            ]
+            parts = Parallel(n_jobs=n_jobs)(tasks)
+            return np.concatenate(parts, axis=0)
+    finally:
+        if was_training:
+            forward.train()
+
+
+def _in_parallel_config() -> bool:
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    name = type(backend).__name__
+    return name not in ("SequentialBackend",) and _effective_jobs(None) != 1
+
+
+def _effective_jobs(n_jobs: int | None) -> int:
+    from joblib import effective_n_jobs
+
+    try:
+        return int(effective_n_jobs(n_jobs))
+    except Exception:  # pragma: no cover - exotic backends
+        return 1
+
+
+def _progress(total: int, verbose: int) -> Any:
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Monte Carlo", unit="input", leave=False)

@@ -1,0 +1,571 @@
+"""SmoothedClassifier: a skorch classifier trained with Gaussian noise and certified by
+randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
+from skorch.dataset import unpack_data
+
+from . import stats
+from .metrics import certified_accuracy
+from .results import CertificationResult
+from .sampling import monte_carlo_counts, resolve_seed
+
+__all__ = ["SmoothedClassifier"]
+
+# spawn keys of the independent random streams an estimator uses
+_SELECT, _ESTIMATE, _PREDICT, _TRAIN = 0, 1, 2, 3
+
+
+def _base_accuracy(net: Any, X: Any, y: Any) -> float:
+    """Accuracy of the *base* network (no smoothing) for skorch's validation scoring."""
+    logits = net.forward(X, training=False)
+    pred = logits.argmax(dim=1).cpu().numpy()
+    return float(np.mean(pred == np.asarray(y)))
+
+
+def _check_int(name: str, value: Any, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {name}={value!r}.")
+    return int(value)
+
+
+class SmoothedClassifier(NeuralNetClassifier):
+    """Randomized-smoothing classifier over a torch module, trained through skorch.
+
+    The smoothed classifier is ``g(x) = argmax_c P(f(x + eps) = c)`` with
+    ``eps ~ N(0, sigma^2 I)`` and ``f`` the torch module. ``fit`` trains ``f``
+    with Gaussian noise of the same ``sigma`` (fresh noise every training
+    batch; validation and inference never see it). ``certify`` gives each input
+    a class and an L2 radius that hold with probability ``1 - alpha``.
+
+    All skorch parameters work as usual (``lr``, ``max_epochs``,
+    ``batch_size``, ``optimizer``, ``callbacks``, ``device``,
+    ``module__*``, ...).
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance
+        The base network; must return logits (or scores) of shape
+        ``(batch, n_classes)``. When it is a class whose constructor takes
+        ``n_features`` / ``n_classes`` and those are not given as
+        ``module__*``, they are filled in from the data. An *instance* is used
+        as is (see "Smoothing a pretrained module" below).
+    sigma : float, default=0.25
+        Noise standard deviation, in the units of ``X`` as this estimator sees
+        it (after any scaler in a pipeline). Radii are in the same units.
+    n0 : int, default=100
+        Selection samples of ``certify``.
+    n : int, default=10_000
+        Estimation samples of ``certify`` (and samples of ``predict`` /
+        ``predict_proba``).
+    alpha : float, default=0.001
+        Error level: each certificate (and each non-abstaining ``predict``) is
+        wrong with probability at most ``alpha``.
+    abstain_label : object, default=None
+        Label returned on abstention. ``None`` means ``-1`` for numeric
+        labels; string labels need an explicit string. Never one of
+        ``classes_``.
+    score_radius : float, default=0.0
+        ``score`` returns the certified accuracy at this radius.
+    random_state : int or None, default=None
+        Seeds training (weights, shuffling, noise) and every Monte Carlo call.
+        The same seed gives the same certificates.
+    mc_batch_size : int, default=4096
+        Rows per forward pass of the Monte Carlo engine.
+    noise_sharing : int, default=16
+        Inputs sharing each noise block in the engine (see
+        :func:`~rrise_sklearn.sampling.monte_carlo_counts`).
+    n_jobs : int or None, default=None
+        Parallel Monte Carlo workers (joblib; follows ``parallel_config``).
+    criterion : torch loss class, default=torch.nn.CrossEntropyLoss
+    optimizer : torch optimizer class, default=torch.optim.Adam
+    lr : float, default=1e-3
+    max_epochs : int, default=20
+    batch_size : int, default=128
+    train_split : callable or None, default=None
+        skorch validation split; ``None`` trains on all of ``X``.
+    verbose : int, default=0
+        ``> 0`` prints skorch's epoch log and Monte Carlo progress bars.
+    **kwargs
+        Any other skorch ``NeuralNetClassifier`` argument.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, in the column order of ``predict_proba`` and counts.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    module_ : torch.nn.Module
+        The trained base network.
+
+    Notes
+    -----
+    **Smoothing a pretrained module.** Pass the trained instance and its
+    classes and call ``initialize()`` instead of ``fit``::
+
+        clf = SmoothedClassifier(trained_module, classes=[0, 1, 2], sigma=0.25).initialize()
+        clf.certify(X)
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_moons
+    >>> from rrise_sklearn import SmoothedClassifier
+    >>> from rrise_sklearn.nets import MLP
+    >>> X, y = make_moons(200, noise=0.1, random_state=0)
+    >>> clf = SmoothedClassifier(MLP, sigma=0.25, max_epochs=30, lr=1e-2,
+    ...                          module__hidden=32, n=1000, random_state=0).fit(X, y)
+    >>> prediction, radius = clf.certify(X[:5])
+    >>> prediction.shape, bool((radius >= 0).all())
+    ((5,), True)
+    """
+
+    def __init__(
+        self,
+        module: Any,
+        *args: Any,
+        sigma: float = 0.25,
+        n0: int = 100,
+        n: int = 10_000,
+        alpha: float = 0.001,
+        abstain_label: Any = None,
+        score_radius: float = 0.0,
+        random_state: Any = None,
+        mc_batch_size: int = 4096,
+        noise_sharing: int = 16,
+        n_jobs: int | None = None,
+        criterion: Any = torch.nn.CrossEntropyLoss,
+        optimizer: Any = torch.optim.Adam,
+        lr: float = 1e-3,
+        max_epochs: int = 20,
+        batch_size: int = 128,
+        train_split: Any = None,
+        verbose: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            module,
+            *args,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=train_split,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.sigma = sigma
+        self.n0 = n0
+        self.n = n
+        self.alpha = alpha
+        self.abstain_label = abstain_label
+        self.score_radius = score_radius
+        self.random_state = random_state
+        self.mc_batch_size = mc_batch_size
+        self.noise_sharing = noise_sharing
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------------
+    # skorch hooks
+    # ------------------------------------------------------------------
+    @property
+    def _default_callbacks(self) -> list:
+        # skorch's default valid_acc would call our (smoothed, Monte Carlo) predict
+        # every epoch; score the base network instead.
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("valid_acc", EpochScoring(_base_accuracy, name="valid_acc", lower_is_better=False)),
+            ("print_log", PrintLog()),
+        ]
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict:
+        """One training step on Gaussian-noise-augmented inputs (training only)."""
+        Xi, yi = unpack_data(batch)
+        if not isinstance(Xi, torch.Tensor):
+            raise TypeError(
+                "SmoothedClassifier adds noise to tensor inputs; got a batch of type "
+                f"{type(Xi).__name__}. Pass X as a float array."
+            )
+        noisy = Xi + float(self.sigma) * torch.randn_like(Xi)
+        return super().train_step_single((noisy, yi), **fit_params)
+
+    def initialize_module(self) -> SmoothedClassifier:
+        """Build the module, filling ``n_features`` / ``n_classes`` from the data."""
+        kwargs = self.get_params_for("module")
+        inferred = getattr(self, "module_inferred_kwargs_", {})
+        if inspect.isclass(self.module):
+            try:
+                accepted = inspect.signature(self.module).parameters
+            except (TypeError, ValueError):  # pragma: no cover - builtins
+                accepted = {}
+            for key, val in inferred.items():
+                if key in accepted and key not in kwargs:
+                    kwargs[key] = val
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        return self
+
+    def initialize(self) -> SmoothedClassifier:
+        """Initialize the skorch components; with ``classes=...`` the estimator can certify.
+
+        This is the idiom for smoothing a pretrained module without training.
+        """
+        super().initialize()
+        if self.classes is not None and not hasattr(self, "label_encoder_"):
+            self._set_classes(np.asarray(self.classes))
+        return self
+
+    # ------------------------------------------------------------------
+    # validation
+    # ------------------------------------------------------------------
+    def _validate_smoothing_params(self) -> None:
+        sigma = self.sigma
+        if (
+            isinstance(sigma, bool)
+            or not np.isscalar(sigma)
+            or not np.isfinite(sigma)
+            or sigma <= 0
+        ):
+            raise ValueError(
+                "sigma (the noise standard deviation, in the units of X) must be a finite "
+                f"number > 0; got sigma={sigma!r}."
+            )
+        _check_int("n0", self.n0)
+        _check_int("n", self.n)
+        _check_int("mc_batch_size", self.mc_batch_size)
+        _check_int("noise_sharing", self.noise_sharing)
+        if not np.isscalar(self.alpha) or not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), e.g. 0.001; got alpha={self.alpha!r}.")
+        if not np.isscalar(self.score_radius) or not self.score_radius >= 0:
+            raise ValueError(f"score_radius must be >= 0; got {self.score_radius!r}.")
+
+    def _set_classes(self, classes: np.ndarray) -> None:
+        enc = LabelEncoder().fit(classes)
+        abstain = self.abstain_label
+        if abstain is None:
+            if enc.classes_.dtype.kind in "OUS":
+                raise ValueError(
+                    "String class labels need an explicit abstain_label of the same type, e.g. "
+                    "SmoothedClassifier(..., abstain_label='abstain')."
+                )
+            abstain = -1
+        if abstain in set(enc.classes_.tolist()):
+            raise ValueError(
+                f"abstain_label={abstain!r} is one of the classes {enc.classes_.tolist()}; "
+                "choose a label that is not a class."
+            )
+        self.label_encoder_ = enc
+        self.classes_inferred_ = enc.classes_
+        self.abstain_label_ = abstain
+
+    @property
+    def classes_(self) -> np.ndarray:  # noqa: D401
+        """Class labels seen in ``fit`` (or given by ``classes``)."""
+        try:
+            return self.label_encoder_.classes_
+        except AttributeError:
+            raise AttributeError(
+                "SmoothedClassifier has no classes_ yet: call fit(X, y), or pass classes=... "
+                "and call initialize() to smooth a pretrained module."
+            ) from None
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "initialized_", False) or not hasattr(self, "label_encoder_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call fit(X, y) first "
+                "(or pass classes=... and call initialize() for a pretrained module)."
+            )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(getattr(self, "initialized_", False) and hasattr(self, "label_encoder_"))
+
+    def _validate_X(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        self._validate_smoothing_params()
+        if hasattr(self, "n_features_in_"):
+            X = validate_data(self, X, reset=False, dtype=np.float32)
+        else:
+            X = validate_data(self, X, reset=True, dtype=np.float32)
+        return np.ascontiguousarray(X)
+
+    def _root_seed(self, random_state: Any = None) -> int:
+        rs = self.random_state if random_state is None else random_state
+        return resolve_seed(rs)
+
+    @staticmethod
+    def _stream(root: int, tag: int) -> np.random.SeedSequence:
+        return np.random.SeedSequence(root, spawn_key=(tag,))
+
+    # ------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, **fit_params: Any) -> SmoothedClassifier:
+        """Train the base module on Gaussian-noise-augmented ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs (numeric, finite).
+        y : array-like of shape (n_samples,)
+            Labels (integers or strings).
+        **fit_params
+            Passed to skorch's ``fit``.
+
+        Returns
+        -------
+        self : SmoothedClassifier
+        """
+        self._validate_smoothing_params()
+        X, y = validate_data(self, X, y, reset=True, dtype=np.float32)
+        check_classification_targets(y)
+        classes = np.unique(y) if self.classes is None else np.asarray(self.classes)
+        self._set_classes(classes)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y has labels {unknown.tolist()} that are not in classes.")
+        y_enc = self.label_encoder_.transform(y).astype(np.int64)
+        self.module_inferred_kwargs_ = {
+            "n_features": int(X.shape[1]),
+            "n_classes": len(self.classes_),
+        }
+        X = np.ascontiguousarray(X)
+        if self.random_state is None:
+            self._fit_encoded(X, y_enc, **fit_params)
+        else:
+            seed = self._stream(self._root_seed(), _TRAIN).generate_state(1)[0]
+            devices = [self.device] if str(self.device).startswith("cuda") else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(int(seed))
+                self._fit_encoded(X, y_enc, **fit_params)
+        # skorch set classes_inferred_ from the encoded labels; restore the real ones
+        self.classes_inferred_ = self.label_encoder_.classes_
+        return self
+
+    def _fit_encoded(self, X: np.ndarray, y_enc: np.ndarray, **fit_params: Any) -> None:
+        # skorch's NeuralNet.fit, on labels already encoded (our partial_fit encodes)
+        if not self.warm_start or not getattr(self, "initialized_", False):
+            self.initialize()
+        NeuralNetClassifier.partial_fit(self, X, y_enc, **fit_params)
+
+    def partial_fit(
+        self, X: Any, y: Any, classes: Any = None, **fit_params: Any
+    ) -> SmoothedClassifier:
+        """Train for one more epoch (noise-augmented), keeping the current weights.
+
+        ``classes`` is needed on the first call if ``y`` does not show every class.
+        """
+        self._validate_smoothing_params()
+        first = not getattr(self, "initialized_", False) or not hasattr(self, "label_encoder_")
+        X, y = validate_data(self, X, y, reset=first, dtype=np.float32)
+        check_classification_targets(y)
+        if first:
+            given = classes if classes is not None else self.classes
+            self._set_classes(np.unique(y) if given is None else np.asarray(given))
+            self.module_inferred_kwargs_ = {
+                "n_features": int(X.shape[1]),
+                "n_classes": len(self.classes_),
+            }
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y has labels {unknown.tolist()} that are not in classes_.")
+        y_enc = self.label_encoder_.transform(y).astype(np.int64)
+        super().partial_fit(np.ascontiguousarray(X), y_enc, **fit_params)
+        self.classes_inferred_ = self.label_encoder_.classes_
+        return self
+
+    # ------------------------------------------------------------------
+    # Monte Carlo
+    # ------------------------------------------------------------------
+    def sample_counts(
+        self,
+        X: Any,
+        n: int | None = None,
+        *,
+        random_state: Any = None,
+        noise_sharing: int | None = None,
+    ) -> np.ndarray:
+        """Monte Carlo class counts of the base network under this estimator's noise.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_inputs, n_features)
+        n : int, optional
+            Samples per input; default ``self.n``.
+        random_state : int, SeedSequence or None
+            Seed of this call; default: a stream derived from ``self.random_state``.
+        noise_sharing : int, optional
+            Override the estimator's ``noise_sharing`` (``1``: independent
+            inputs).
+
+        Returns
+        -------
+        counts : ndarray of shape (n_inputs, n_classes)
+            Columns in ``classes_`` order; rows sum to ``n``.
+        """
+        X = self._validate_X(X)
+        return self._counts(X, n or self.n, random_state, noise_sharing)
+
+    def _counts(self, X: np.ndarray, n: int, seed: Any, noise_sharing: int | None = None) -> Any:
+        if seed is None:
+            seed = self._stream(self._root_seed(), _PREDICT)
+        return monte_carlo_counts(
+            self.module_,
+            X,
+            sigma=float(self.sigma),
+            n=_check_int("n", n),
+            n_classes=len(self.classes_),
+            batch_size=int(self.mc_batch_size),
+            random_state=seed,
+            device=self.device,
+            noise_sharing=int(noise_sharing or self.noise_sharing),
+            n_jobs=self.n_jobs,
+            verbose=self.verbose,
+        )
+
+    def _labels(self, idx: np.ndarray, abstain: np.ndarray) -> np.ndarray:
+        labels = self.classes_[idx]
+        if not abstain.any():
+            return labels
+        out = labels.astype(object)
+        out[abstain] = self.abstain_label_
+        return np.asarray(out.tolist())
+
+    # ------------------------------------------------------------------
+    # prediction and certification
+    # ------------------------------------------------------------------
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Monte Carlo class frequencies of the smoothed classifier (``n`` samples).
+
+        Returns
+        -------
+        proba : ndarray of shape (n_inputs, n_classes)
+            Rows sum to 1; columns in ``classes_`` order. Uses the same noise
+            as :meth:`predict`, so ``predict`` is the argmax wherever it does not
+            abstain.
+        """
+        X = self._validate_X(X)
+        counts = self._counts(X, int(self.n), None)
+        return counts / counts.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Cohen's PREDICT: the smoothed class, or ``abstain_label`` when unsure.
+
+        Draws ``n`` samples, and returns the top class only if the two-sided
+        binomial test of the top two counts rejects a tie at level ``alpha``;
+        the probability of returning a class other than the smoothed
+        classifier's is then at most ``alpha``.
+
+        Returns
+        -------
+        prediction : ndarray of shape (n_inputs,)
+        """
+        X = self._validate_X(X)
+        counts = self._counts(X, int(self.n), None)
+        order = np.argsort(-counts, axis=1, kind="stable")
+        top = order[:, 0]
+        n_a = counts[np.arange(len(counts)), top]
+        n_b = counts[np.arange(len(counts)), order[:, 1]] if counts.shape[1] > 1 else 0 * n_a
+        ok = np.asarray(stats.predict_test(n_a, n_b, float(self.alpha)), dtype=bool)
+        return self._labels(top, ~ok)
+
+    def certify(
+        self,
+        X: Any,
+        *,
+        method: str = "cohen",
+        n0: int | None = None,
+        n: int | None = None,
+        alpha: float | None = None,
+        random_state: Any = None,
+    ) -> CertificationResult:
+        """Cohen's CERTIFY: a class and an L2 radius per input, each valid w.p. ``1 - alpha``.
+
+        ``n0`` samples select the class; ``n`` *fresh* samples give its count
+        ``k``; the one-sided Clopper-Pearson bound ``p_lower`` at ``alpha``
+        gives the radius ``sigma * PhiInv(p_lower)``, or abstention (radius 0)
+        when ``p_lower <= 1/2``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_inputs, n_features)
+        method : {"cohen", "top2"}, default="cohen"
+            ``"top2"``: radius ``sigma/2 (PhiInv(pA_lower) - PhiInv(pB_upper))``
+            with ``alpha/2`` for the top class's lower bound and ``alpha/2``
+            shared (Bonferroni) by the upper bounds of all other classes, and
+            ``pB_upper`` capped at ``1 - pA_lower``. Never smaller than the
+            single-bound radius at ``alpha/2``; larger with many classes.
+        n0, n, alpha : optional
+            Override the estimator's parameters for this call.
+        random_state : optional
+            Seed of this call; default derived from ``self.random_state``.
+
+        Returns
+        -------
+        result : CertificationResult
+            ``prediction``, ``radius``, ``p_lower``, ``counts`` (estimation
+            counts); unpacks as ``prediction, radius``.
+        """
+        X = self._validate_X(X)
+        n0 = _check_int("n0", self.n0 if n0 is None else n0)
+        n = _check_int("n", self.n if n is None else n)
+        alpha = float(self.alpha if alpha is None else alpha)
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1); got alpha={alpha!r}.")
+        if method not in ("cohen", "top2"):
+            raise ValueError(f"method must be 'cohen' or 'top2'; got {method!r}.")
+        root = self._root_seed(random_state)
+        counts0 = self._counts(X, n0, self._stream(root, _SELECT))
+        top = np.argmax(counts0, axis=1)
+        counts = self._counts(X, n, self._stream(root, _ESTIMATE))
+        k = counts[np.arange(len(X)), top]
+        sigma = float(self.sigma)
+        if method == "cohen":
+            p_lower = stats.clopper_pearson_lower(k, n, alpha)
+            radius = stats.certified_radius(k, n, alpha, sigma)
+        else:
+            p_lower = stats.clopper_pearson_lower(k, n, alpha / 2)
+            K = counts.shape[1]
+            others = counts.copy()
+            others[np.arange(len(X)), top] = -1
+            k_b = others.max(axis=1).clip(min=0)
+            level = alpha / 2 / max(1, K - 1)
+            p_upper = np.minimum(stats.clopper_pearson_upper(k_b, n, level), 1.0 - p_lower)
+            radius = stats.top2_radius(p_lower, p_upper, sigma)
+        p_lower = np.atleast_1d(np.asarray(p_lower, dtype=np.float64))
+        radius = np.atleast_1d(np.asarray(radius, dtype=np.float64))
+        return CertificationResult(
+            prediction=self._labels(top, radius <= 0),
+            radius=radius,
+            p_lower=p_lower,
+            counts=counts,
+            abstain_label=self.abstain_label_,
+            n_samples=np.full(len(X), n0 + n, dtype=np.int64),
+            info={"sigma": sigma, "alpha": alpha, "n0": n0, "n": n, "method": method},
+        )
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Certified accuracy at ``score_radius`` (abstentions count as errors).
+
+        This is what ``GridSearchCV(clf, {"sigma": [...]})`` maximizes by default.
+        """
+        res = self.certify(X)
+        return float(
+            certified_accuracy(np.asarray(y), res.prediction, res.radius, float(self.score_radius))
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
