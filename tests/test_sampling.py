@@ -1,0 +1,137 @@
+"""The Monte Carlo engine: shapes, determinism, marginal distribution, input types."""
+
+import numpy as np
+import pytest
+import torch
+from joblib import parallel_config
+from scipy import stats as sps
+
+from rrise_sklearn.sampling import monte_carlo_counts, noise_block_size, resolve_seed
+
+
+def _mlp(d=8, k=4, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU(), torch.nn.Linear(32, k))
+
+
+@pytest.fixture
+def X8():
+    return np.random.default_rng(0).normal(size=(37, 8)).astype(np.float32)
+
+
+def test_counts_shape_dtype_and_row_sums(X8):
+    c = monte_carlo_counts(_mlp(), X8, sigma=0.5, n=777, n_classes=4, random_state=0)
+    assert c.shape == (37, 4)
+    assert c.dtype == np.int64
+    assert (c.sum(axis=1) == 777).all()
+
+
+@pytest.mark.parametrize("noise_sharing", [1, 5, 16])
+def test_same_seed_same_counts_for_every_batch_size_and_worker_count(X8, noise_sharing):
+    f = _mlp()
+    kw = dict(sigma=0.5, n=1100, n_classes=4, random_state=123, noise_sharing=noise_sharing)
+    ref = monte_carlo_counts(f, X8, batch_size=4096, **kw)
+    for bs in [1, 7, 512, 1100, 50_000]:
+        np.testing.assert_array_equal(monte_carlo_counts(f, X8, batch_size=bs, **kw), ref)
+    np.testing.assert_array_equal(monte_carlo_counts(f, X8, n_jobs=2, batch_size=300, **kw), ref)
+    with parallel_config(backend="threading", n_jobs=2):
+        np.testing.assert_array_equal(monte_carlo_counts(f, X8, **kw), ref)
+    other = monte_carlo_counts(f, X8, **{**kw, "random_state": 124})
+    assert (other != ref).any()
+
+
+def test_dask_backend_gives_identical_counts(X8):
+    distributed = pytest.importorskip("distributed")
+    f = _mlp()
+    kw = dict(sigma=0.5, n=500, n_classes=4, random_state=5)
+    ref = monte_carlo_counts(f, X8, **kw)
+    with distributed.Client(
+        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+    ):
+        with parallel_config(backend="dask"):
+            got = monte_carlo_counts(f, X8, **kw)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_marginal_counts_are_binomial_with_shared_noise():
+    """Every input sees n i.i.d. draws, also when noise blocks are shared.
+
+    A 1-D threshold model f(x) = [x > 0] at x = 0.2, sigma = 1: the count of class 1
+    is Bin(n, Phi(0.2)). Check mean and variance over seeds, for an input in the
+    middle of a noise group.
+    """
+
+    class Threshold(torch.nn.Module):
+        def forward(self, x):
+            return (x[:, 0] > 0).long()
+
+    X = np.full((16, 1), 0.2, dtype=np.float32)
+    p, n, reps = sps.norm.cdf(0.2), 200, 300
+    k = np.array(
+        [
+            monte_carlo_counts(Threshold(), X, sigma=1.0, n=n, n_classes=2, random_state=s)[7, 1]
+            for s in range(reps)
+        ]
+    )
+    se_mean = np.sqrt(p * (1 - p) * n / reps)
+    assert abs(k.mean() - n * p) < 5 * se_mean
+    var = n * p * (1 - p)
+    assert 0.7 * var < k.var(ddof=1) < 1.4 * var  # chi2(299) 0.1 % tails: 0.75 / 1.28
+
+
+def test_numpy_callable_and_class_index_outputs(X8):
+    w = np.random.default_rng(1).normal(size=(8, 3))
+
+    def predict(batch):
+        assert isinstance(batch, np.ndarray) and batch.dtype == np.float32
+        return np.argmax(batch @ w, axis=1)
+
+    c = monte_carlo_counts(predict, X8, sigma=0.3, n=300, n_classes=3, random_state=0)
+    assert (c.sum(1) == 300).all()
+    # the same model as a torch module returning scores gives identical counts
+    lin = torch.nn.Linear(8, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(w.T, dtype=torch.float32))
+    c2 = monte_carlo_counts(lin, X8, sigma=0.3, n=300, n_classes=3, random_state=0)
+    assert (np.abs(c - c2) <= 2).all()  # float rounding of the matmul may flip a tie
+
+
+def test_training_flag_restored_and_progress_bar(X8, capsys):
+    f = _mlp()
+    f.train()
+    monte_carlo_counts(f, X8, sigma=0.5, n=50, n_classes=4, random_state=0, verbose=1)
+    assert f.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(sigma=0.0), "sigma"),
+        (dict(n=0), "n must"),
+        (dict(n_classes=0), "n_classes"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(noise_sharing=0), "noise_sharing"),
+        (dict(n_classes=3), r"expected \(.*, 3\)"),
+        (dict(random_state=-1), "random_state"),
+    ],
+)
+def test_bad_arguments(X8, kwargs, match):
+    base = dict(sigma=0.5, n=10, n_classes=4, random_state=0)
+    with pytest.raises(ValueError, match=match):
+        monte_carlo_counts(_mlp(), X8, **{**base, **kwargs})
+
+
+def test_nan_and_out_of_range_labels(X8):
+    bad = X8.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        monte_carlo_counts(_mlp(), bad, sigma=0.5, n=10, n_classes=4)
+    with pytest.raises(ValueError, match="outside"):
+        monte_carlo_counts(lambda b: np.full(len(b), 7), X8, sigma=0.5, n=10, n_classes=4)
+
+
+def test_helpers():
+    assert noise_block_size(64, 10) == 10
+    assert noise_block_size(64, 10_000) == 512
+    assert resolve_seed(np.random.SeedSequence(3)) == resolve_seed(np.random.SeedSequence(3))
+    assert resolve_seed(None) != resolve_seed(None)
