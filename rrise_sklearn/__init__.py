@@ -13,6 +13,7 @@ Main entry points:
 
 from .results import CertificationResult
 from .smoothing import SmoothedClassifier
+from .surrogate import RRISESurrogate, VerificationReport
 
-__all__ = ["CertificationResult", "SmoothedClassifier"]
+__all__ = ["CertificationResult", "RRISESurrogate", "SmoothedClassifier", "VerificationReport"]
 __version__ = "0.1.0.dev0"

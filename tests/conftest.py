@@ -56,7 +56,7 @@ class KnownLinear:
         return SmoothedClassifier(self.module(), **params).initialize()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def known_linear():
     return KnownLinear()
 

@@ -1,0 +1,188 @@
+"""Split-conformal calibration of surrogate certificates (method.md section 3).
+
+Pure functions over numpy arrays; :class:`~rrise_sklearn.RRISESurrogate` calls them.
+
+Scores. For a calibration input with surrogate top-class probability ``h`` and a
+fresh Monte Carlo lower bound ``p_low`` on the smoothed classifier's probability
+of that class:
+
+* ``"probability"``: ``s = h - p_low``; deployment bound ``p_tilde = h - tau``.
+* ``"radius"``: ``s = PhiInv(h) - PhiInv(p_low)``; deployment bound
+  ``p_tilde = Phi(PhiInv(h) - tau)``, i.e. radius ``sigma (PhiInv(h) - tau)``.
+
+Either way ``s(x) <= tau`` and ``p_low(x) <= p(x)`` imply ``p(x) >= p_tilde``.
+
+Threshold. ``tau`` is the ``k``-th smallest of the ``m`` calibration scores with
+``k = ceil((m + 1)(1 - alpha_conf))`` (marginal validity, needs
+``m >= 1/alpha_conf - 1``), or, for a training-conditional (PAC) guarantee that
+holds with probability ``1 - delta`` over the calibration draw, the smallest
+``k`` with ``BinomCDF(k - 1; m, 1 - alpha_conf) >= 1 - delta``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats as _sps
+from sklearn.base import BaseEstimator, RegressorMixin
+
+__all__ = [
+    "conformal_rank",
+    "conformal_threshold",
+    "mapie_threshold",
+    "min_calibration_size",
+    "probit",
+]
+
+# PhiInv of the smallest/largest probabilities we let into a score: keeps the
+# scores finite (MAPIE rejects infinities) without changing any decision.
+_Z_MIN = -38.0
+
+
+def probit(p: Any, q: Any = None) -> np.ndarray:
+    """``PhiInv(p)`` in float64, from ``q = 1 - p`` when given (precise near 1).
+
+    Clipped below at -38 so scores stay finite.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.calibration import probit
+    >>> round(float(probit(0.975)), 3)
+    1.96
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = 1.0 - p if q is None else np.asarray(q, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        z = np.where(q < 0.5, _sps.norm.isf(np.clip(q, 0, 1)), _sps.norm.ppf(np.clip(p, 0, 1)))
+    return np.maximum(z, _Z_MIN)
+
+
+def min_calibration_size(alpha_conf: float, delta: float | None = None) -> int:
+    """Smallest calibration set for which the threshold is finite.
+
+    ``ceil(1 / alpha_conf - 1)`` for the marginal threshold; for the PAC
+    threshold the smallest ``m`` with ``(1 - alpha_conf) ** m <= delta``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.calibration import min_calibration_size
+    >>> min_calibration_size(0.01), min_calibration_size(0.01, delta=0.05)
+    (99, 299)
+    """
+    _check_level(alpha_conf, "alpha_conf")
+    if delta is None:
+        return int(math.ceil(1.0 / alpha_conf - 1.0 - 1e-12))
+    _check_level(delta, "delta")
+    return int(math.ceil(math.log(delta) / math.log1p(-alpha_conf) - 1e-12))
+
+
+def _check_level(a: float, name: str) -> None:
+    if not isinstance(a, (int, float, np.floating)) or not 0 < a < 1:
+        raise ValueError(f"{name} must lie in (0, 1); got {name}={a!r}.")
+
+
+def conformal_rank(m: int, alpha_conf: float, delta: float | None = None) -> int:
+    """1-based rank ``k`` of the score used as threshold among ``m`` scores.
+
+    Raises ``ValueError`` naming the minimum size when ``k > m``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.calibration import conformal_rank
+    >>> conformal_rank(737, 0.01)
+    731
+    """
+    _check_level(alpha_conf, "alpha_conf")
+    if delta is None:
+        k = int(math.ceil((m + 1) * (1.0 - alpha_conf) - 1e-9))
+    else:
+        _check_level(delta, "delta")
+        ks = np.arange(1, m + 2)
+        ok = _sps.binom.cdf(ks - 1, m, 1.0 - alpha_conf) >= 1.0 - delta
+        k = int(ks[np.argmax(ok)]) if ok.any() else m + 1
+    if k > m:
+        need = min_calibration_size(alpha_conf, delta)
+        what = f"alpha_conf={alpha_conf}" + ("" if delta is None else f", delta={delta}")
+        raise ValueError(
+            f"The calibration set has {m} points; {what} needs at least {need}. Use more "
+            "calibration data (calibration_size / conformalize(X_cal)) or a larger alpha_conf."
+        )
+    return k
+
+
+def conformal_threshold(scores: Any, alpha_conf: float, delta: float | None = None) -> float:
+    """The split-conformal threshold: the ``conformal_rank``-th smallest score.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rrise_sklearn.calibration import conformal_threshold
+    >>> float(conformal_threshold(np.arange(1, 100) / 100, 0.1))
+    0.9
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN.")
+    k = conformal_rank(len(s), alpha_conf, delta)
+    return float(s[k - 1])
+
+
+class _ScorePredictor(RegressorMixin, BaseEstimator):
+    """Prefit regressor for MAPIE: row ``i`` of ``X`` is an index into ``y_hat``.
+
+    MAPIE's ``SplitConformalRegressor`` wants a fitted sklearn regressor with
+    float64 1-D predictions; the surrogate's predictions on the calibration set
+    are computed once and served by index.
+    """
+
+    def __init__(self, y_hat: np.ndarray | None = None) -> None:
+        self.y_hat = y_hat
+
+    def fit(self, X: Any, y: Any = None) -> _ScorePredictor:
+        self.n_features_in_ = 1
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        idx = np.asarray(X).astype(np.int64).ravel()
+        return np.asarray(self.y_hat, dtype=np.float64)[idx]
+
+
+def mapie_threshold(y_hat: Any, y: Any, alpha_conf: float) -> float:
+    """The same threshold through MAPIE's one-sided split-conformal regression.
+
+    One-sided lower bound of ``y`` (the Monte Carlo quantity) from the
+    prediction ``y_hat`` (the surrogate's), with MAPIE 1.x's
+    ``SplitConformalRegressor(prefit=True,
+    conformity_score=AbsoluteConformityScore(sym=False),
+    confidence_level=1 - 2 alpha_conf)``: its lower bound is
+    ``y_hat - tau``, so ``tau = y_hat - lower``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rrise_sklearn.calibration import mapie_threshold, conformal_threshold
+    >>> rng = np.random.default_rng(0)
+    >>> y_hat = rng.uniform(size=200); y = y_hat - rng.uniform(size=200) ** 2
+    >>> abs(mapie_threshold(y_hat, y, 0.05) - conformal_threshold(y_hat - y, 0.05)) < 1e-9
+    True
+    """
+    from mapie.conformity_scores import AbsoluteConformityScore
+    from mapie.regression import SplitConformalRegressor
+
+    y_hat = np.asarray(y_hat, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    conformal_rank(len(y), alpha_conf)  # our clear error first
+    idx = np.arange(len(y), dtype=np.float64).reshape(-1, 1)
+    reg = _ScorePredictor(y_hat).fit(idx, y)
+    scr = SplitConformalRegressor(
+        reg,
+        confidence_level=1.0 - 2.0 * alpha_conf,
+        conformity_score=AbsoluteConformityScore(sym=False),
+        prefit=True,
+    )
+    scr.conformalize(idx, y)
+    _, intervals = scr.predict_interval(idx[:1])
+    lower = float(np.asarray(intervals)[0, 0, 0])
+    return float(y_hat[0] - lower)

@@ -1,0 +1,695 @@
+"""RRISESurrogate: certification in one forward pass, conformally calibrated.
+
+A surrogate network learns the smoothed classifier's Monte Carlo class
+frequencies (soft-label cross-entropy); a one-time split-conformal calibration
+turns its outputs into conservative radii (method.md section 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats as _sps
+from sklearn.base import ClassifierMixin, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import validate_data
+from skorch import NeuralNet
+
+from . import stats
+from .calibration import (
+    conformal_rank,
+    conformal_threshold,
+    mapie_threshold,
+    min_calibration_size,
+    probit,
+)
+from .metrics import certified_accuracy
+from .results import CertificationResult
+from .sampling import resolve_seed
+from .smoothing import SmoothedClassifier
+
+__all__ = ["JensenShannonLoss", "RRISESurrogate", "VerificationReport"]
+
+# spawn keys of the surrogate's random streams
+_SPLIT, _TARGETS, _AUGMENT, _CALIB, _VERIFY, _TRAIN, _BASE = 10, 11, 12, 13, 14, 15, 16
+
+
+class JensenShannonLoss(torch.nn.Module):
+    """Jensen-Shannon divergence between ``softmax(logits)`` and target frequencies.
+
+    The loss of the prior offline surrogate (Accelerated Smoothing, Bhardwaj et
+    al. 2024), kept as a baseline.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=1)
+        p = logp.exp()
+        m = 0.5 * (p + target)
+        logm = torch.log(m.clamp_min(1e-12))
+        kl_p = (p * (logp - logm)).sum(1)
+        kl_t = torch.where(
+            target > 0,
+            target * (torch.log(target.clamp_min(1e-12)) - logm),
+            torch.zeros_like(target),
+        ).sum(1)
+        return (0.5 * (kl_p + kl_t)).mean()
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """Outcome of :meth:`RRISESurrogate.verify` (deployment drift check).
+
+    Attributes
+    ----------
+    n_inputs : int
+        Inputs checked with fresh Monte Carlo.
+    n_certified : int
+        Of those, inputs with a positive surrogate radius.
+    n_contradicted : int
+        Positive-radius certificates whose Monte Carlo lower bound falls below
+        the surrogate's calibrated bound (score above the threshold).
+    n_exceed : int
+        Inputs (certified or not) whose score exceeds the threshold; under
+        exchangeability at most a fraction ``alpha_conf`` in expectation.
+    rate : float
+        ``n_exceed / n_inputs``.
+    p_value : float
+        One-sided binomial test of ``rate <= alpha_conf``.
+    alarm : bool
+        ``p_value <= level``: recalibrate (the inputs have likely drifted).
+    """
+
+    n_inputs: int
+    n_certified: int
+    n_contradicted: int
+    n_exceed: int
+    rate: float
+    alpha_conf: float
+    p_value: float
+    alarm: bool
+
+
+def _unwrap(smoothed: Any) -> Any:
+    inner = getattr(smoothed, "estimator", None)
+    if inner is not None and type(smoothed).__name__ == "FrozenEstimator":
+        return inner
+    return smoothed
+
+
+class RRISESurrogate(ClassifierMixin, NeuralNet):
+    """One-forward-pass certifier: a surrogate of a smoothed classifier, conformally calibrated.
+
+    Guarantee: for an input exchangeable with the calibration set,
+    ``P(radius > 0 and the certificate is wrong) <= alpha_conf + alpha_mc``
+    (marginally over the calibration draw and the input; with ``pac_delta``
+    the ``alpha_conf`` part holds with probability ``1 - pac_delta`` over the
+    calibration draw). "Wrong" means the smoothed classifier's class differs
+    from the certified class or is not constant on the certified ball.
+
+    Parameters
+    ----------
+    smoothed : SmoothedClassifier or FrozenEstimator
+        The smoothed classifier to imitate. A fitted one (or one wrapped in
+        ``sklearn.frozen.FrozenEstimator`` so that ``clone`` and grid search
+        keep it fitted) is used as is: then ``X`` given to ``fit`` must not
+        have been used to train it. An unfitted one is cloned and fitted on
+        its own part of ``X`` (``smoothed_size``), which needs ``y``.
+    module : torch module class or instance, default=None
+        Surrogate network. ``None`` copies the smoothed classifier's base
+        network, weights included (the best measured initialization).
+    n_targets : int, default=None
+        Monte Carlo samples per training target; default the smoothed
+        classifier's ``n``.
+    n_augment : int, default=8
+        Noisy copies ``x + N(0, sigma^2 I)`` of every training input, each
+        with its own Monte Carlo target (more training data at the cost of
+        more target computation).
+    n_calibration : int, default=None
+        Monte Carlo samples per calibration input; default the smoothed
+        classifier's ``n``. A larger value lifts the ceiling of the radii.
+    alpha_conf : float, default=0.01
+        Conformal miscoverage level.
+    alpha_mc : float, default=None
+        Level of the calibration Clopper-Pearson bounds; default the smoothed
+        classifier's ``alpha``.
+    calibration_size : float or int, default=0.25
+        Part of ``X`` held out for calibration.
+    smoothed_size : float, default=0.5
+        Part of ``X`` used to fit an unfitted ``smoothed``.
+    conformity_score : {"radius", "probability"}, default="radius"
+        Conformity score scale (see :mod:`rrise_sklearn.calibration`).
+    mondrian : bool, default=False
+        One threshold per predicted class (class-conditional validity). A class
+        with too few calibration points gets no certificates.
+    pac_delta : float, default=None
+        If set, a training-conditional threshold valid with probability
+        ``1 - pac_delta`` over the calibration draw.
+    loss : {"soft_ce", "js"}, default="soft_ce"
+        Training loss on the count frequencies.
+    calibrate : bool, default=True
+        ``False`` reproduces the uncalibrated baseline: radius
+        ``sigma * PhiInv(h)`` with no guarantee (``loss="js"`` for the prior
+        method). For comparisons only.
+    score_radius : float, default=0.0
+        ``score`` returns the certified accuracy at this radius.
+    random_state : int or None, default=None
+        Seeds the splits, the Monte Carlo calls and the training.
+    verbose : int, default=0
+        ``> 0`` prints skorch's epoch log and shows progress bars.
+    **kwargs
+        skorch parameters (``lr``, ``max_epochs``, ``batch_size``,
+        ``optimizer``, ``callbacks``, ``device``, ``module__*``, ...).
+
+    Attributes
+    ----------
+    smoothed_ : SmoothedClassifier
+        The fitted smoothed classifier.
+    threshold_ : float or ndarray
+        Calibrated threshold ``tau`` (one per class with ``mondrian=True``).
+    calibration_scores_ : ndarray
+        Conformity scores of the calibration set.
+    train_inputs_, train_counts_ : ndarray
+        Surrogate training inputs (with noisy copies) and their Monte Carlo
+        counts; pass them to another ``fit`` to reuse them.
+    amortization_ : dict
+        Measured seconds (targets, training, calibration, per-query Monte Carlo
+        and surrogate certification) and the break-even number of queries.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_moons
+    >>> from rrise_sklearn import SmoothedClassifier, RRISESurrogate
+    >>> from rrise_sklearn.nets import MLP
+    >>> X, y = make_moons(1200, noise=0.1, random_state=0)
+    >>> smoothed = SmoothedClassifier(MLP, sigma=0.25, lr=1e-2, max_epochs=20,
+    ...                               module__hidden=32, n=500, random_state=0)
+    >>> sur = RRISESurrogate(smoothed, alpha_conf=0.05, n_augment=1, max_epochs=5,
+    ...                      random_state=0).fit(X, y)
+    >>> prediction, radius = sur.certify(X[:5])
+    >>> bool((radius >= 0).all())
+    True
+    """
+
+    def __init__(
+        self,
+        smoothed: Any,
+        module: Any = None,
+        *,
+        n_targets: int | None = None,
+        n_augment: int = 8,
+        n_calibration: int | None = None,
+        alpha_conf: float = 0.01,
+        alpha_mc: float | None = None,
+        calibration_size: float | int = 0.25,
+        smoothed_size: float = 0.5,
+        conformity_score: str = "radius",
+        mondrian: bool = False,
+        pac_delta: float | None = None,
+        loss: str = "soft_ce",
+        calibrate: bool = True,
+        score_radius: float = 0.0,
+        random_state: Any = None,
+        criterion: Any = torch.nn.CrossEntropyLoss,
+        optimizer: Any = torch.optim.Adam,
+        lr: float = 1e-3,
+        max_epochs: int = 20,
+        batch_size: int = 256,
+        train_split: Any = None,
+        verbose: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=train_split,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.smoothed = smoothed
+        self.n_targets = n_targets
+        self.n_augment = n_augment
+        self.n_calibration = n_calibration
+        self.alpha_conf = alpha_conf
+        self.alpha_mc = alpha_mc
+        self.calibration_size = calibration_size
+        self.smoothed_size = smoothed_size
+        self.conformity_score = conformity_score
+        self.mondrian = mondrian
+        self.pac_delta = pac_delta
+        self.loss = loss
+        self.calibrate = calibrate
+        self.score_radius = score_radius
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------
+    # skorch hooks
+    # ------------------------------------------------------------------
+    @property
+    def _default_callbacks(self) -> list:
+        from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
+
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("print_log", PrintLog()),
+        ]
+
+    def initialize_criterion(self) -> RRISESurrogate:
+        if self.loss == "js":
+            self.criterion_ = JensenShannonLoss()
+            return self
+        return super().initialize_criterion()
+
+    def initialize_module(self) -> RRISESurrogate:
+        kwargs = self.get_params_for("module")
+        if self.module is None:
+            smoothed = getattr(self, "smoothed_", None)
+            if smoothed is None:
+                raise NotFittedError("RRISESurrogate needs a fitted smoothed classifier first.")
+            self.module_ = copy.deepcopy(smoothed.module_)
+            return self
+        if inspect.isclass(self.module):
+            accepted = inspect.signature(self.module).parameters
+            for key, val in getattr(self, "module_inferred_kwargs_", {}).items():
+                if key in accepted and key not in kwargs:
+                    kwargs[key] = val
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        return self
+
+    # ------------------------------------------------------------------
+    # helpers
+    # ------------------------------------------------------------------
+    def _stream(self, tag: int) -> np.random.SeedSequence:
+        return np.random.SeedSequence(self.root_seed_, spawn_key=(tag,))
+
+    def _validate_params(self) -> None:  # noqa: D401 - extends skorch's check
+        super()._validate_params()
+        if self.conformity_score not in ("radius", "probability"):
+            raise ValueError(
+                "conformity_score must be 'radius' or 'probability'; got "
+                f"{self.conformity_score!r}."
+            )
+        if self.loss not in ("soft_ce", "js"):
+            raise ValueError(f"loss must be 'soft_ce' or 'js'; got {self.loss!r}.")
+        for name in ("n_targets", "n_calibration"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
+                raise ValueError(f"{name} must be None or an integer >= 1; got {v!r}.")
+        if not isinstance(self.n_augment, (int, np.integer)) or self.n_augment < 0:
+            raise ValueError(f"n_augment must be an integer >= 0; got {self.n_augment!r}.")
+        if not 0 < self.alpha_conf < 1:
+            raise ValueError(f"alpha_conf must lie in (0, 1); got {self.alpha_conf!r}.")
+        if self.alpha_mc is not None and not 0 < self.alpha_mc < 1:
+            raise ValueError(f"alpha_mc must be None or lie in (0, 1); got {self.alpha_mc!r}.")
+        if self.pac_delta is not None and not 0 < self.pac_delta < 1:
+            raise ValueError(f"pac_delta must be None or in (0, 1); got {self.pac_delta!r}.")
+
+    def _check_fitted(self, calibrated: bool = True) -> None:
+        if not getattr(self, "initialized_", False) or not hasattr(self, "smoothed_"):
+            raise NotFittedError(
+                "This RRISESurrogate instance is not fitted yet. Call fit(X) first."
+            )
+        if calibrated and self.calibrate and not hasattr(self, "threshold_"):
+            raise NotFittedError("The surrogate is not calibrated: call conformalize(X_cal).")
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class labels (those of the smoothed classifier)."""
+        try:
+            return self.smoothed_.classes_
+        except AttributeError:
+            raise AttributeError("RRISESurrogate has no classes_ before fit.") from None
+
+    @property
+    def sigma_(self) -> float:
+        return float(self.smoothed_.sigma)
+
+    @property
+    def alpha_mc_(self) -> float:
+        return float(self.smoothed_.alpha if self.alpha_mc is None else self.alpha_mc)
+
+    def _X(self, X: Any, reset: bool = False) -> np.ndarray:
+        X = validate_data(self, X, reset=reset, dtype=np.float32)
+        return np.ascontiguousarray(X)
+
+    def _top(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Surrogate class, its probability h and 1 - h, in float64 from the logits."""
+        with torch.inference_mode():
+            logits = self.forward(X, training=False)
+        z = logits.detach().cpu().double().numpy()
+        top = np.argmax(z, axis=1)
+        z = z - z[np.arange(len(z)), top][:, None]  # top logit is 0
+        e = np.exp(z)
+        total = e.sum(axis=1)
+        h = 1.0 / total
+        q = (total - 1.0) / total  # sum of the other classes' probabilities
+        return top, h, q
+
+    def _score_scale(self, h: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return probit(h, q) if self.conformity_score == "radius" else h
+
+    # ------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        train_inputs: Any = None,
+        train_counts: Any = None,
+        **fit_params: Any,
+    ) -> RRISESurrogate:
+        """Compute Monte Carlo targets, train the surrogate, and calibrate it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs not used to train the smoothed classifier. Split into a
+            surrogate-training part and a calibration part
+            (``calibration_size``).
+        y : array-like, optional
+            Labels; only needed when ``smoothed`` is not fitted yet.
+        train_inputs, train_counts : array-like, optional
+            Precomputed training inputs and their Monte Carlo counts (e.g.
+            ``other.train_inputs_`` and ``other.train_counts_``). Then no
+            targets are computed and all of ``X`` is used for calibration.
+
+        Returns
+        -------
+        self : RRISESurrogate
+        """
+        self._validate_params()
+        self.root_seed_ = resolve_seed(self.random_state)
+        X = self._X(X, reset=True)
+        timings: dict[str, float] = {}
+        smoothed = _unwrap(self.smoothed)
+        if not isinstance(smoothed, SmoothedClassifier):
+            raise TypeError(
+                "smoothed must be a SmoothedClassifier (optionally wrapped in "
+                f"sklearn.frozen.FrozenEstimator); got {type(smoothed).__name__}."
+            )
+        if not smoothed.__sklearn_is_fitted__():
+            if y is None:
+                raise ValueError(
+                    "smoothed is not fitted: pass y so that it can be fitted on part of X, or "
+                    "pass a fitted SmoothedClassifier."
+                )
+            seed = int(self._stream(_BASE).generate_state(1)[0] % (2**31))
+            X, X_base, y, y_base = train_test_split(
+                X, np.asarray(y), test_size=self.smoothed_size, random_state=seed
+            )
+            smoothed = clone(smoothed).fit(X_base, y_base)
+        expected = getattr(smoothed, "n_features_in_", X.shape[1])
+        if expected != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but the smoothed classifier expects {expected}."
+            )
+        self.smoothed_ = smoothed
+        self.module_inferred_kwargs_ = {
+            "n_features": int(X.shape[1]),
+            "n_classes": len(smoothed.classes_),
+        }
+
+        if train_counts is not None:
+            if train_inputs is None:
+                raise ValueError("train_counts needs the matching train_inputs.")
+            X_tr = self._X(train_inputs)
+            counts = np.asarray(train_counts)
+            if counts.shape != (len(X_tr), len(self.classes_)):
+                raise ValueError(
+                    f"train_counts has shape {counts.shape}; expected "
+                    f"({len(X_tr)}, {len(self.classes_)}) for the given train_inputs."
+                )
+            X_cal = X
+            timings["targets"] = 0.0
+        else:
+            seed = int(self._stream(_SPLIT).generate_state(1)[0] % (2**31))
+            X_fit, X_cal = train_test_split(X, test_size=self.calibration_size, random_state=seed)
+            t0 = time.perf_counter()
+            X_tr, counts = self.compute_targets(X_fit)
+            timings["targets"] = time.perf_counter() - t0
+        self.train_inputs_, self.train_counts_ = X_tr, counts
+
+        t0 = time.perf_counter()
+        targets = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
+        devices = [self.device] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(self._stream(_TRAIN).generate_state(1)[0]))
+            if not self.warm_start or not getattr(self, "initialized_", False):
+                self.initialize()
+            self.partial_fit(X_tr, targets, **fit_params)
+        timings["training"] = time.perf_counter() - t0
+
+        if self.calibrate:
+            t0 = time.perf_counter()
+            self.conformalize(X_cal)
+            timings["calibration"] = time.perf_counter() - t0
+        else:
+            timings["calibration"] = 0.0
+        self._measure_amortization(X_cal, timings)
+        return self
+
+    def compute_targets(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Training inputs (``X`` and ``n_augment`` noisy copies) and their Monte Carlo counts.
+
+        Returns
+        -------
+        inputs : ndarray of shape (n_samples * (1 + n_augment), n_features)
+        counts : ndarray of shape (len(inputs), n_classes)
+        """
+        X = self._X(X)
+        rng = np.random.default_rng(self._stream(_AUGMENT))
+        copies = [X] + [
+            (X + self.sigma_ * rng.standard_normal(X.shape)).astype(np.float32)
+            for _ in range(int(self.n_augment))
+        ]
+        inputs = np.concatenate(copies, axis=0)
+        n_t = int(self.n_targets or self.smoothed_.n)
+        counts = self.smoothed_.sample_counts(inputs, n_t, random_state=self._stream(_TARGETS))
+        return inputs, counts
+
+    # ------------------------------------------------------------------
+    # calibration
+    # ------------------------------------------------------------------
+    def _calibration_evidence(
+        self, X: np.ndarray, n: int, tag: int, random_state: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Surrogate class, its score-scale prediction, and the MC score-scale lower bound."""
+        top, h, q = self._top(X)
+        seed = self._stream(tag) if random_state is None else random_state
+        counts = self.smoothed_.sample_counts(X, n, random_state=seed, noise_sharing=1)
+        k = counts[np.arange(len(X)), top]
+        lo, comp = stats._cp_lower_with_complement(
+            k.astype(np.float64), np.full(len(k), float(n)), np.full(len(k), self.alpha_mc_)
+        )
+        if self.conformity_score == "radius":
+            return top, probit(h, q), probit(lo, comp)
+        return top, h, lo
+
+    def conformalize(self, X_cal: Any, *, random_state: Any = None) -> RRISESurrogate:
+        """Calibrate (or recalibrate) the threshold on fresh data.
+
+        Runs ``n_calibration`` fresh Monte Carlo samples per input (independent
+        noise per input), takes the Clopper-Pearson lower bound at ``alpha_mc``
+        of the surrogate's class, and sets the threshold ``tau`` to the
+        conformal order statistic of the scores, cross-checked against MAPIE's
+        ``SplitConformalRegressor``.
+
+        Parameters
+        ----------
+        X_cal : array-like of shape (m, n_features)
+            Calibration inputs, exchangeable with the inputs to certify and
+            used neither to train the smoothed classifier nor the surrogate.
+        random_state : int or None, optional
+            Seed of the Monte Carlo noise of this calibration; default derived
+            from the estimator's ``random_state`` (pass a new one when
+            recalibrating on purpose with fresh noise).
+
+        Raises
+        ------
+        ValueError
+            If the calibration set is too small for ``alpha_conf`` (the message
+            names the minimum size).
+        """
+        self._check_fitted(calibrated=False)
+        X_cal = self._X(X_cal)
+        m = len(X_cal)
+        K = len(self.classes_)
+        conformal_rank(m, self.alpha_conf, self.pac_delta)  # fail early, before Monte Carlo
+        n_cal = int(self.n_calibration or self.smoothed_.n)
+        top, y_hat, y_mc = self._calibration_evidence(X_cal, n_cal, _CALIB, random_state)
+        scores = y_hat - y_mc
+        self.calibration_scores_ = scores
+        self.calibration_classes_ = top
+        self.n_calibration_ = m
+        if not self.mondrian:
+            tau = conformal_threshold(scores, self.alpha_conf, self.pac_delta)
+            if self.pac_delta is None:
+                self._cross_check(y_hat, y_mc, tau)
+            self.threshold_ = tau
+        else:
+            taus = np.full(K, np.inf)
+            for c in range(K):
+                sel = top == c
+                try:
+                    taus[c] = conformal_threshold(scores[sel], self.alpha_conf, self.pac_delta)
+                except ValueError:
+                    continue  # too few points of this class: no certificates for it
+                if self.pac_delta is None:
+                    self._cross_check(y_hat[sel], y_mc[sel], taus[c])
+            self.threshold_ = taus
+        return self
+
+    def _cross_check(self, y_hat: np.ndarray, y_mc: np.ndarray, tau: float) -> None:
+        """The order statistic must equal MAPIE's one-sided split-conformal bound."""
+        if len(y_hat) <= min_calibration_size(self.alpha_conf) or self.alpha_conf >= 0.5:
+            # MAPIE refuses the smallest valid size (where tau is the largest score), and
+            # a one-sided bound at alpha_conf >= 1/2 has no two-sided MAPIE equivalent.
+            return
+        tau_mapie = mapie_threshold(y_hat, y_mc, self.alpha_conf)
+        if not np.isclose(tau_mapie, tau, rtol=1e-9, atol=1e-9):
+            raise RuntimeError(
+                f"Conformal threshold mismatch: order statistic {tau!r}, MAPIE {tau_mapie!r}. "
+                "Please report this with your MAPIE version."
+            )
+
+    # ------------------------------------------------------------------
+    # certification
+    # ------------------------------------------------------------------
+    def certify(self, X: Any) -> CertificationResult:
+        """Certify in one forward pass.
+
+        Radius ``sigma * PhiInv(p_tilde)`` where the calibrated bound
+        ``p_tilde`` exceeds 1/2, else abstain. See the class docstring for the
+        guarantee.
+
+        Returns
+        -------
+        result : CertificationResult
+            ``prediction``, ``radius``, ``p_lower`` (``p_tilde``);
+            ``counts`` is ``None``.
+        """
+        self._check_fitted()
+        X = self._X(X)
+        top, h, q = self._top(X)
+        sigma = self.sigma_
+        if not self.calibrate:
+            z = probit(h, q)
+        else:
+            tau = self.threshold_
+            tau = tau[top] if np.ndim(tau) else np.full(len(X), tau)
+            if self.conformity_score == "radius":
+                z = probit(h, q) - tau
+            else:
+                z = probit(np.clip(h - tau, 0.0, 1.0))
+        radius = np.where(z > 0, sigma * z, 0.0)
+        radius = np.where(np.isfinite(radius), radius, 0.0)
+        p_lower = _sps.norm.cdf(z)
+        smoothed = self.smoothed_
+        return CertificationResult(
+            prediction=smoothed._labels(top, radius <= 0),
+            radius=radius,
+            p_lower=p_lower,
+            counts=None,
+            abstain_label=smoothed.abstain_label_,
+            n_samples=np.zeros(len(X), dtype=np.int64),
+            info={
+                "sigma": sigma,
+                "alpha_conf": self.alpha_conf,
+                "alpha_mc": self.alpha_mc_,
+                "conformity_score": self.conformity_score,
+                "calibrated": bool(self.calibrate),
+            },
+        )
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """The surrogate's class probabilities (its estimate of the smoothed ones)."""
+        self._check_fitted(calibrated=False)
+        X = self._X(X)
+        with torch.inference_mode():
+            logits = self.forward(X, training=False)
+        return torch.softmax(logits.double(), dim=1).cpu().numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The surrogate's class (argmax of ``predict_proba``), no abstention."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Certified accuracy at ``score_radius`` of :meth:`certify`."""
+        res = self.certify(X)
+        return float(
+            certified_accuracy(np.asarray(y), res.prediction, res.radius, float(self.score_radius))
+        )
+
+    # ------------------------------------------------------------------
+    # deployment monitoring and cost accounting
+    # ------------------------------------------------------------------
+    def verify(
+        self, X: Any, n: int | None = None, *, level: float = 0.01, random_state: Any = None
+    ) -> VerificationReport:
+        """Check deployed certificates against fresh Monte Carlo (a drift alarm).
+
+        Runs ``n`` fresh samples per input (default ``n_calibration``),
+        computes each input's score as in calibration, and tests whether the
+        rate of scores above the threshold exceeds ``alpha_conf`` (one-sided
+        binomial test). An alarm means the inputs no longer look like the
+        calibration set: recalibrate with :meth:`conformalize`.
+        """
+        self._check_fitted()
+        if not self.calibrate:
+            raise ValueError("verify needs a calibrated surrogate (calibrate=True).")
+        X = self._X(X)
+        n = int(n or self.n_calibration or self.smoothed_.n)
+        top, y_hat, y_mc = self._calibration_evidence(X, n, _VERIFY, random_state)
+        tau = self.threshold_
+        tau = tau[top] if np.ndim(tau) else np.full(len(X), tau)
+        exceed = (y_hat - y_mc) > tau
+        certified = self.certify(X).radius > 0
+        k, m = int(exceed.sum()), len(X)
+        p_value = float(_sps.binom.sf(k - 1, m, self.alpha_conf)) if k else 1.0
+        return VerificationReport(
+            n_inputs=m,
+            n_certified=int(certified.sum()),
+            n_contradicted=int((exceed & certified).sum()),
+            n_exceed=k,
+            rate=k / m,
+            alpha_conf=float(self.alpha_conf),
+            p_value=p_value,
+            alarm=p_value <= level,
+        )
+
+    def _measure_amortization(self, X_cal: np.ndarray, timings: dict) -> None:
+        probe = X_cal[: min(len(X_cal), 32)]
+        if len(probe) == 0:
+            self.amortization_ = dict(timings)
+            return
+        t0 = time.perf_counter()
+        self.smoothed_.certify(probe)
+        mc = (time.perf_counter() - t0) / len(probe)
+        t0 = time.perf_counter()
+        reps = 0
+        while reps < 3 or time.perf_counter() - t0 < 0.05:
+            self._top(probe)
+            reps += 1
+        sur = (time.perf_counter() - t0) / (reps * len(probe))
+        fixed = timings["targets"] + timings["training"] + timings["calibration"]
+        self.amortization_ = {
+            **timings,
+            "mc_per_query": mc,
+            "surrogate_per_query": sur,
+            "speedup": mc / sur if sur > 0 else float("inf"),
+            "break_even_queries": fixed / (mc - sur) if mc > sur else float("inf"),
+        }

@@ -1,0 +1,90 @@
+"""Conformal thresholds: exact order statistic, MAPIE, and exact coverage of the rank rule."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from rrise_sklearn.calibration import (
+    conformal_rank,
+    conformal_threshold,
+    mapie_threshold,
+    min_calibration_size,
+    probit,
+)
+
+
+@pytest.mark.parametrize("m", [19, 99, 100, 250, 737])
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.1])
+def test_threshold_is_order_statistic_and_matches_mapie(m, alpha):
+    if m < min_calibration_size(alpha):
+        with pytest.raises(ValueError, match=f"needs at least {min_calibration_size(alpha)}"):
+            conformal_threshold(np.zeros(m), alpha)
+        return
+    rng = np.random.default_rng(m)
+    y_hat = rng.uniform(0.5, 1.0, size=m)
+    y = y_hat - rng.exponential(0.05, size=m) + rng.normal(0, 0.01, size=m)
+    scores = y_hat - y
+    tau = conformal_threshold(scores, alpha)
+    k = math.ceil((m + 1) * (1 - alpha))
+    assert tau == np.sort(scores)[k - 1]
+    if m == min_calibration_size(alpha):
+        # at the smallest size the threshold is the largest score; MAPIE refuses this size
+        assert tau == scores.max()
+        with pytest.raises(ValueError, match="too low"):
+            mapie_threshold(y_hat, y, alpha)
+    else:
+        assert mapie_threshold(y_hat, y, alpha) == pytest.approx(tau, abs=1e-12)
+
+
+def test_ties_and_order_invariance():
+    s = np.array([0.1] * 50 + [0.2] * 50 + [0.3] * 10)
+    tau = conformal_threshold(s, 0.1)  # rank ceil(111 * 0.9) = 100 of 110
+    assert tau == conformal_threshold(s[::-1], 0.1) == 0.2
+    rng = np.random.default_rng(0)
+    y_hat = rng.uniform(size=110)
+    assert mapie_threshold(y_hat, y_hat - s, 0.1) == pytest.approx(tau)
+
+
+@pytest.mark.parametrize("m", [99, 200, 1000])
+@pytest.mark.parametrize("alpha", [0.01, 0.1])
+def test_marginal_rank_has_exact_coverage(m, alpha):
+    # For continuous scores the test score is below s_(k) with probability k / (m + 1).
+    if m < min_calibration_size(alpha):
+        return
+    k = conformal_rank(m, alpha)
+    assert k / (m + 1) >= 1 - alpha
+    assert (k - 1) / (m + 1) < 1 - alpha  # the smallest such rank: not over-conservative
+
+
+@pytest.mark.parametrize("m", [299, 500, 2000])
+@pytest.mark.parametrize(("alpha", "delta"), [(0.01, 0.05), (0.1, 0.1)])
+def test_pac_rank_is_training_conditional(m, alpha, delta):
+    # The coverage F(s_(k)) of the threshold is U_(k) ~ Beta(k, m - k + 1) (exact).
+    if m < min_calibration_size(alpha, delta):
+        with pytest.raises(ValueError, match="needs at least"):
+            conformal_rank(m, alpha, delta)
+        return
+    k = conformal_rank(m, alpha, delta)
+    assert sps.beta.sf(1 - alpha, k, m - k + 1) >= 1 - delta - 1e-12
+    assert k == 1 or sps.beta.sf(1 - alpha, k - 1, m - k + 2) < 1 - delta
+    assert k >= conformal_rank(m, alpha)  # stricter than the marginal rank
+
+
+def test_min_sizes_and_errors():
+    assert min_calibration_size(0.01) == 99
+    assert min_calibration_size(0.1) == 9
+    conformal_rank(99, 0.01)
+    with pytest.raises(ValueError, match="has 98 points; alpha_conf=0.01 needs at least 99"):
+        conformal_rank(98, 0.01)
+    with pytest.raises(ValueError, match="alpha_conf"):
+        conformal_rank(100, 1.5)
+    with pytest.raises(ValueError, match="NaN"):
+        conformal_threshold([np.nan] * 200, 0.1)
+
+
+def test_probit_precise_near_one():
+    q = np.array([1e-3, 1e-9, 1e-15])
+    np.testing.assert_allclose(probit(1 - q, q), sps.norm.isf(q), rtol=1e-12)
+    assert probit(0.0) == -38.0
