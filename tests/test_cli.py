@@ -1,0 +1,129 @@
+"""The rrise command: demo smoke run, certify output format, one-line errors."""
+
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from rrise_sklearn import SmoothedClassifier
+from rrise_sklearn.cli import main
+from rrise_sklearn.nets import MLP
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, digits):
+    X, y = digits
+    d = tmp_path_factory.mktemp("cli")
+    pipe = make_pipeline(
+        StandardScaler(),
+        SmoothedClassifier(MLP, module__hidden=32, max_epochs=5, n0=20, n=200, random_state=0),
+    ).fit(X[:300], y[:300])
+    joblib.dump(pipe, d / "model.joblib")
+    np.save(d / "X.npy", X[300:340])
+    np.save(d / "y.npy", y[300:340])
+    return d, pipe, X[300:340], y[300:340]
+
+
+def test_certify_writes_reference_tsv(saved):
+    d, pipe, X, y = saved
+    out = d / "res.tsv"
+    rc = main(
+        [
+            "certify",
+            "--model",
+            str(d / "model.joblib"),
+            "--data",
+            str(d / "X.npy"),
+            "--labels",
+            str(d / "y.npy"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time"]
+    assert len(lines) == 41
+    rows = [line.split("\t") for line in lines[1:]]
+    expected = pipe[-1].certify(pipe[0].transform(X))
+    np.testing.assert_allclose([float(r[3]) for r in rows], expected.radius, rtol=1e-5)
+    assert [int(r[2]) for r in rows] == expected.prediction.tolist()
+    assert [int(r[4]) for r in rows] == ((expected.prediction == y) & (expected.radius > 0)).astype(
+        int
+    ).tolist()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: ["--model", str(d / "nope.joblib")], "not found"),
+        (lambda d: ["--data", str(d / "nope.npy")], "not found"),
+        (lambda d: ["--data", str(d / "strings.npy")], "not numeric"),
+        (lambda d: ["--data", str(d / "flat.npy")], "2-D"),
+        (lambda d: ["--data", str(d / "narrow.npy")], "features"),
+        (lambda d: ["--labels", str(d / "short.npy")], "labels must be 1-D"),
+        (lambda d: ["--model", str(d / "X.npy")], "cannot load model"),
+        (lambda d: ["--data", str(d / "garbage.npy")], "cannot read|not a numeric"),
+    ],
+)
+def test_certify_errors_are_one_line_and_leave_no_file(saved, make, message, capsys):
+    d, _, X, _ = saved
+    np.save(d / "strings.npy", np.array([["a", "b"]]))
+    np.save(d / "flat.npy", X[:, 0])
+    np.save(d / "narrow.npy", X[:, :5])
+    np.save(d / "short.npy", np.arange(3))
+    (d / "garbage.npy").write_bytes(b"not a numpy file at all")
+    args = {
+        "--model": str(d / "model.joblib"),
+        "--data": str(d / "X.npy"),
+        "--labels": str(d / "y.npy"),
+        "--out": str(d / "bad.tsv"),
+    }
+    extra = make(d)
+    args[extra[0]] = extra[1]
+    rc = main(["certify", *[x for kv in args.items() for x in kv]])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+    assert not (d / "bad.tsv").exists()
+    assert not list(d.glob(".rrise-*"))
+
+
+def test_help_and_module_entry_point():
+    out = subprocess.run(
+        [sys.executable, "-m", "rrise_sklearn", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "demo" in out and "certify" in out
+    out = subprocess.run(
+        [sys.executable, "-m", "rrise_sklearn", "certify", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "idx, label, predict, radius, correct, time" in " ".join(out.split())
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_and_writes_plot(tmp_path):
+    png = tmp_path / "demo.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rrise_sklearn", "demo", "--quick", "--plot", str(png)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert "certified acc. @ r=0 " in proc.stdout
+    assert "break-even" in proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
