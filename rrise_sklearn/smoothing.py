@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import norm as _sps_norm
 from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
@@ -216,6 +217,16 @@ class SmoothedClassifier(NeuralNetClassifier):
                     kwargs[key] = val
         self.module_ = self.initialized_instance(self.module, kwargs)
         return self
+
+    def initialize_optimizer(self, *args: Any, **kwargs: Any) -> SmoothedClassifier:
+        """As skorch's, but a module without trainable parameters gets no optimizer.
+
+        (A fixed, parameter-free base classifier can still be smoothed and certified.)
+        """
+        if not any(p.requires_grad for p in self.module_.parameters()):
+            self.optimizer_ = None
+            return self
+        return super().initialize_optimizer(*args, **kwargs)
 
     def initialize(self) -> SmoothedClassifier:
         """Initialize the skorch components; with ``classes=...`` the estimator can certify.
@@ -553,6 +564,141 @@ class SmoothedClassifier(NeuralNetClassifier):
             abstain_label=self.abstain_label_,
             n_samples=np.full(len(X), n0 + n, dtype=np.int64),
             info={"sigma": sigma, "alpha": alpha, "n0": n0, "n": n, "method": method},
+        )
+
+    def certify_adaptive(
+        self,
+        X: Any,
+        *,
+        max_n: int = 100_000,
+        radius: float | None = None,
+        tol: float = 0.01,
+        max_radius: float | None = None,
+        n_start: int = 100,
+        growth: float = 2.0,
+        n0: int | None = None,
+        alpha: float | None = None,
+        random_state: Any = None,
+    ) -> CertificationResult:
+        """Sound early-stopping CERTIFY: samples only as long as they can still help.
+
+        After ``n0`` selection samples, estimation samples are drawn in batches
+        up to geometric checkpoints ``N_1 = n_start, N_{t+1} = ceil(growth N_t)``
+        (the last one is ``max_n``). At look ``t`` the Clopper-Pearson bounds
+        use level ``alpha_t = 5 alpha / ((t + 4)(t + 5))``; these sum to less
+        than ``alpha``, so all bounds hold together with probability
+        ``1 - alpha`` whenever sampling stops (union bound, method.md section
+        2). Re-checking a fixed-``n`` bound after each batch instead is unsound.
+        The reported radius is the largest one certified at any look.
+
+        Stopping, per input (it never affects validity, only cost):
+
+        * estimation mode (``radius=None``): when even ``max_n`` samples could
+          not raise the radius by more than ``tol`` (judged from the valid upper
+          bound of the probability), or the upper bound is at or below 1/2
+          (abstain), or at ``max_n``;
+        * decision mode (``radius=r``): as soon as the radius ``r`` is certified,
+          or as soon as ``max_n`` samples could not certify ``r``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_inputs, n_features)
+        max_n : int, default=100_000
+            Most estimation samples per input.
+        radius : float, optional
+            Decision mode: answer "is the radius at least ``radius``?".
+        tol : float, default=0.01
+            Radius gain (input units) below which more samples are not worth it.
+        max_radius : float, optional
+            Estimation mode: also stop an input once its certified radius
+            reaches this value (the largest radius you care about).
+        n_start, growth : int, float
+            First checkpoint and growth factor of the checkpoints (1.1 to 2).
+        n0, alpha, random_state : optional
+            Override the estimator's parameters.
+
+        Returns
+        -------
+        result : CertificationResult
+            As :meth:`certify`, with ``n_samples`` (selection + estimation)
+            per input; ``counts`` are the estimation counts drawn. In decision
+            mode ``info["decided"]`` is ``True`` where the radius is at least
+            ``radius``.
+        """
+        X = self._validate_X(X)
+        n0 = _check_int("n0", self.n0 if n0 is None else n0)
+        max_n = _check_int("max_n", max_n)
+        n_start = min(_check_int("n_start", n_start), max_n)
+        alpha = float(self.alpha if alpha is None else alpha)
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1); got alpha={alpha!r}.")
+        if not 1.05 <= growth <= 10:
+            raise ValueError(f"growth must lie in [1.05, 10]; got growth={growth!r}.")
+        if radius is not None and not (np.isfinite(radius) and radius > 0):
+            raise ValueError(f"radius must be a number > 0; got radius={radius!r}.")
+        if not tol >= 0:
+            raise ValueError(f"tol must be >= 0; got tol={tol!r}.")
+        checkpoints = [n_start]
+        while checkpoints[-1] < max_n:
+            checkpoints.append(min(max_n, int(np.ceil(checkpoints[-1] * growth))))
+        levels = stats.anytime_levels(len(checkpoints), alpha)
+        sigma = float(self.sigma)
+        root = self._root_seed(random_state)
+        m, K = len(X), len(self.classes_)
+        top = np.argmax(self._counts(X, n0, self._stream(root, _SELECT)), axis=1)
+        counts = np.zeros((m, K), dtype=np.int64)
+        drawn = np.zeros(m, dtype=np.int64)
+        best_r = np.zeros(m)
+        best_p = np.zeros(m)
+        active = np.ones(m, dtype=bool)
+        rows = np.arange(m)
+        target = None if radius is None else float(_sps_norm.cdf(radius / sigma))
+        for t, (n_t, a_t) in enumerate(zip(checkpoints, levels, strict=True)):
+            idx = rows[active]
+            if len(idx) == 0:
+                break
+            seed = np.random.SeedSequence(root, spawn_key=(_ESTIMATE, 1000 + t))
+            counts[idx] += self._counts(X[idx], int(n_t - drawn[idx][0]), seed)
+            drawn[idx] = n_t
+            k = counts[idx, top[idx]]
+            lo = np.atleast_1d(stats.clopper_pearson_lower(k, n_t, a_t))
+            r_t = np.atleast_1d(stats.certified_radius(k, n_t, a_t, sigma))
+            better = r_t > best_r[idx]
+            best_r[idx[better]] = r_t[better]
+            best_p[idx] = np.maximum(best_p[idx], lo)
+            if n_t >= max_n:
+                break
+            # the best radius max_n samples could give if p were at its upper bound
+            up = np.atleast_1d(stats.clopper_pearson_upper(k, n_t, a_t))
+            reach = np.array([stats._cp_lower_real(u * max_n, max_n, levels[-1]) for u in up])
+            r_reach = np.atleast_1d(stats.radius_from_p_lower(reach, sigma))
+            if target is None:
+                done = (up <= 0.5) | (r_reach - best_r[idx] <= tol)
+                if max_radius is not None:
+                    done |= best_r[idx] >= max_radius
+            else:
+                done = (best_r[idx] >= radius) | (reach <= target)
+            active[idx[done]] = False
+        prediction = self._labels(top, best_r <= 0)
+        info = {
+            "sigma": sigma,
+            "alpha": alpha,
+            "n0": n0,
+            "max_n": max_n,
+            "checkpoints": checkpoints,
+            "method": "adaptive",
+        }
+        if radius is not None:
+            info["radius"] = float(radius)
+            info["decided"] = best_r >= radius
+        return CertificationResult(
+            prediction=prediction,
+            radius=best_r,
+            p_lower=best_p,
+            counts=counts,
+            abstain_label=self.abstain_label_,
+            n_samples=drawn + n0,
+            info=info,
         )
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:

@@ -26,6 +26,7 @@ up to at least ``1e8`` samples.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,11 @@ __all__ = [
     "clt_lower",
     "expected_radius_ratio",
     "max_certifiable_radius",
+    "plan_samples",
     "predict_pvalue",
     "predict_test",
     "radius_from_p_lower",
+    "SamplePlan",
     "samples_for_radius",
     "shore_ppf",
     "top2_radius",
@@ -591,3 +594,81 @@ def samples_for_radius(
                 lo = mid
         out[idx] = hi
     return _scalar_or_array(out)
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """A recommended Monte Carlo budget. All figures are **predictions**, not guarantees.
+
+    Attributes
+    ----------
+    n : float
+        Recommended number of estimation samples (``inf`` if out of reach).
+    predicted_ratio : float
+        Predicted average radius at ``n`` relative to ``reference_n``
+        (``expected_radius_ratio(n) / expected_radius_ratio(reference_n)``).
+    predicted_radius : float
+        Radius at ``n`` for an input with top-class probability ``p_a`` whose
+        count comes out at its expectation.
+    reference_n : int
+        The larger budget compared against.
+    """
+
+    n: float
+    predicted_ratio: float
+    predicted_radius: float
+    reference_n: int
+
+
+def plan_samples(
+    sigma: float,
+    alpha: float,
+    *,
+    radius: float | None = None,
+    radius_loss: float | None = None,
+    p_a: float = 0.99,
+    reference_n: int = 100_000,
+    theta: float = 1.64,
+) -> SamplePlan:
+    """Recommend a sample budget ``n`` for a target radius or an acceptable radius loss.
+
+    A planning tool built on the predictors of Seferis et al. (2024):
+
+    * ``radius=r``: the smallest ``n`` whose Clopper-Pearson radius at the
+      *expected* count of an input with probability ``p_a`` exceeds ``r``
+      (:func:`samples_for_radius`);
+    * ``radius_loss=eps``: the smallest ``n`` whose predicted average radius
+      is at least ``(1 - eps)`` times that at ``reference_n``, from
+      ``expected_radius_ratio`` (``1 - theta z_alpha / sqrt(n)``).
+
+    Predictions, not guarantees: a given input's count varies around its
+    expectation, and ``theta = 1.64`` is a typical, not a worst-case, factor.
+    The certificates themselves stay exact whatever ``n`` is chosen.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.stats import plan_samples
+    >>> plan = plan_samples(0.25, 0.001, radius_loss=0.2, reference_n=10_000)
+    >>> int(plan.n), round(plan.predicted_ratio, 3)
+    (444, 0.8)
+    """
+    _check_sigma(sigma)
+    _check_alpha(alpha)
+    _check_n(reference_n, "reference_n")
+    p = float(_check_probability(p_a, "p_a"))
+    if (radius is None) == (radius_loss is None):
+        raise ValueError("Give exactly one of radius (a target radius) or radius_loss (0-1).")
+    ref = float(expected_radius_ratio(reference_n, alpha, theta))
+    if radius is not None:
+        n = float(samples_for_radius(radius, sigma, p, alpha))
+    else:
+        if not 0 < radius_loss < 1:
+            raise ValueError(f"radius_loss must lie in (0, 1); got {radius_loss!r}.")
+        z = float(_sps.norm.isf(alpha))
+        denom = 1.0 - (1.0 - radius_loss) * ref
+        n = float(math.ceil((theta * z / denom) ** 2 - 1e-9))
+    if math.isinf(n):
+        return SamplePlan(n, 0.0, 0.0, int(reference_n))
+    ratio = float(expected_radius_ratio(n, alpha, theta)) / ref if ref > 0 else 0.0
+    r_pred = float(radius_from_p_lower(_cp_lower_real(p * n, n, alpha), sigma))
+    return SamplePlan(n, ratio, r_pred, int(reference_n))

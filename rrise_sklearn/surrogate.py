@@ -357,8 +357,19 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         q = (total - 1.0) / total  # sum of the other classes' probabilities
         return top, h, q
 
-    def _score_scale(self, h: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return probit(h, q) if self.conformity_score == "radius" else h
+    def _score_scale(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """A probability (given with its complement) on the conformity-score scale."""
+        return probit(p, q) if self.conformity_score == "radius" else p
+
+    def _prediction(self, h: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """The surrogate's prediction on the score scale, capped at the calibration ceiling.
+
+        The cap is the largest value a Monte Carlo lower bound with ``n_calibration``
+        samples can reach; predicting above it only inflates the scores of confident
+        inputs (and so the threshold for every input). Any fixed function of ``x`` is a
+        valid conformal predictor, so the cap keeps the guarantee.
+        """
+        return np.minimum(self._score_scale(h, q), self.prediction_cap_)
 
     # ------------------------------------------------------------------
     # fit
@@ -495,9 +506,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         lo, comp = stats._cp_lower_with_complement(
             k.astype(np.float64), np.full(len(k), float(n)), np.full(len(k), self.alpha_mc_)
         )
-        if self.conformity_score == "radius":
-            return top, probit(h, q), probit(lo, comp)
-        return top, h, lo
+        return top, self._prediction(h, q), self._score_scale(lo, comp)
 
     def conformalize(self, X_cal: Any, *, random_state: Any = None) -> RRISESurrogate:
         """Calibrate (or recalibrate) the threshold on fresh data.
@@ -530,6 +539,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         K = len(self.classes_)
         conformal_rank(m, self.alpha_conf, self.pac_delta)  # fail early, before Monte Carlo
         n_cal = int(self.n_calibration or self.smoothed_.n)
+        t = np.log(self.alpha_mc_) / n_cal
+        self.prediction_cap_ = float(self._score_scale(np.exp(t), -np.expm1(t)))
         top, y_hat, y_mc = self._calibration_evidence(X_cal, n_cal, _CALIB, random_state)
         scores = y_hat - y_mc
         self.calibration_scores_ = scores
@@ -592,9 +603,9 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             tau = self.threshold_
             tau = tau[top] if np.ndim(tau) else np.full(len(X), tau)
             if self.conformity_score == "radius":
-                z = probit(h, q) - tau
+                z = self._prediction(h, q) - tau
             else:
-                z = probit(np.clip(h - tau, 0.0, 1.0))
+                z = probit(np.clip(self._prediction(h, q) - tau, 0.0, 1.0))
         radius = np.where(z > 0, sigma * z, 0.0)
         radius = np.where(np.isfinite(radius), radius, 0.0)
         p_lower = _sps.norm.cdf(z)
