@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: test demo install lint docs bench clean
+DOCS_STAMP := $(VENV)/.docs-installed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,18 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -c constraints.txt -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+# Sphinx + sphinx-gallery + numpydoc; warnings are errors. The gallery runs every example.
+docs: $(DOCS_STAMP)
+	cd docs && ../$(PY) -m sphinx -W --keep-going -b html . _build/html
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_rrise.py
+	$(PY) benchmarks/bench_adaptive.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -35,7 +35,7 @@ from .results import CertificationResult
 from .sampling import resolve_seed
 from .smoothing import SmoothedClassifier
 
-__all__ = ["JensenShannonLoss", "RRISESurrogate", "VerificationReport"]
+__all__ = ["JensenShannonLoss", "ProbitMatchingLoss", "RRISESurrogate", "VerificationReport"]
 
 # spawn keys of the surrogate's random streams
 _SPLIT, _TARGETS, _AUGMENT, _CALIB, _VERIFY, _TRAIN, _BASE = 10, 11, 12, 13, 14, 15, 16
@@ -60,6 +60,38 @@ class JensenShannonLoss(torch.nn.Module):
             torch.zeros_like(target),
         ).sum(1)
         return (0.5 * (kl_p + kl_t)).mean()
+
+
+class ProbitMatchingLoss(torch.nn.Module):
+    """Soft-label cross-entropy plus a squared error on the PhiInv scale of the top class.
+
+    The conformity score of the radius scale compares ``PhiInv(h_c)`` with the
+    Monte Carlo bound on the same scale, where cross-entropy barely sees the
+    difference between, say, 0.999 and 0.9999 (0.6 z-units). The second term
+    ``weight * (PhiInv(h_c) - PhiInv(p_c))^2`` on the target's top class ``c``
+    fixes that; ``p_c`` is clipped to ``[1/2n, 1 - 1/2n]`` (``n`` samples per
+    target) so it stays finite.
+    """
+
+    def __init__(self, weight: float = 1.0, n: int = 2000) -> None:
+        super().__init__()
+        self.weight = float(weight)
+        self.n = int(n)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=1)
+        ce = -(target * logp).sum(1).mean()
+        if self.weight == 0:
+            return ce
+        c = target.argmax(dim=1, keepdim=True)
+        # log(1 - h_c) precisely: logsumexp of the other classes' log-probabilities
+        others = logp.scatter(1, c, float("-inf"))
+        log_q = torch.logsumexp(others, dim=1)
+        z_h = -torch.special.ndtri(log_q.exp().clamp(min=1e-30, max=1 - 1e-7))
+        eps = 0.5 / self.n
+        q_t = (1 - target.gather(1, c).squeeze(1)).clamp(min=eps, max=1 - eps)
+        z_t = -torch.special.ndtri(q_t)
+        return ce + self.weight * ((z_h - z_t) ** 2).mean()
 
 
 @dataclass(frozen=True)
@@ -151,8 +183,13 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     pac_delta : float, default=None
         If set, a training-conditional threshold valid with probability
         ``1 - pac_delta`` over the calibration draw.
-    loss : {"soft_ce", "js"}, default="soft_ce"
-        Training loss on the count frequencies.
+    loss : {"soft_ce", "probit", "js"}, default="soft_ce"
+        Training loss on the count frequencies: soft-label cross-entropy;
+        ``"probit"`` adds a squared error on the PhiInv scale of the top class
+        (:class:`ProbitMatchingLoss`, weight ``probit_weight``); ``"js"`` is the
+        Jensen-Shannon loss of the prior offline surrogate (baseline).
+    probit_weight : float, default=1.0
+        Weight of the PhiInv-scale term of ``loss="probit"``.
     calibrate : bool, default=True
         ``False`` reproduces the uncalibrated baseline: radius
         ``sigma * PhiInv(h)`` with no guarantee (``loss="js"`` for the prior
@@ -213,6 +250,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         mondrian: bool = False,
         pac_delta: float | None = None,
         loss: str = "soft_ce",
+        probit_weight: float = 1.0,
         calibrate: bool = True,
         score_radius: float = 0.0,
         random_state: Any = None,
@@ -248,6 +286,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         self.mondrian = mondrian
         self.pac_delta = pac_delta
         self.loss = loss
+        self.probit_weight = probit_weight
         self.calibrate = calibrate
         self.score_radius = score_radius
         self.random_state = random_state
@@ -269,6 +308,10 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     def initialize_criterion(self) -> RRISESurrogate:
         if self.loss == "js":
             self.criterion_ = JensenShannonLoss()
+            return self
+        if self.loss == "probit":
+            n_t = int(self.n_targets or getattr(getattr(self, "smoothed_", None), "n", 2000))
+            self.criterion_ = ProbitMatchingLoss(weight=self.probit_weight, n=n_t)
             return self
         return super().initialize_criterion()
 
@@ -294,15 +337,15 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     def _stream(self, tag: int) -> np.random.SeedSequence:
         return np.random.SeedSequence(self.root_seed_, spawn_key=(tag,))
 
-    def _validate_params(self) -> None:  # noqa: D401 - extends skorch's check
-        super()._validate_params()
+    def _check_params(self) -> None:
+        """Check the surrogate's own parameters (skorch checks its own at initialize)."""
         if self.conformity_score not in ("radius", "probability"):
             raise ValueError(
                 "conformity_score must be 'radius' or 'probability'; got "
                 f"{self.conformity_score!r}."
             )
-        if self.loss not in ("soft_ce", "js"):
-            raise ValueError(f"loss must be 'soft_ce' or 'js'; got {self.loss!r}.")
+        if self.loss not in ("soft_ce", "probit", "js"):
+            raise ValueError(f"loss must be 'soft_ce', 'probit' or 'js'; got {self.loss!r}.")
         for name in ("n_targets", "n_calibration"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
@@ -374,38 +417,15 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     # ------------------------------------------------------------------
     # fit
     # ------------------------------------------------------------------
-    def fit(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        train_inputs: Any = None,
-        train_counts: Any = None,
-        **fit_params: Any,
-    ) -> RRISESurrogate:
-        """Compute Monte Carlo targets, train the surrogate, and calibrate it.
+    def _prepare(self, X: Any, y: Any = None) -> tuple[np.ndarray, Any]:
+        """Validate, seed, and make sure a fitted smoothed classifier is at hand.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs not used to train the smoothed classifier. Split into a
-            surrogate-training part and a calibration part
-            (``calibration_size``).
-        y : array-like, optional
-            Labels; only needed when ``smoothed`` is not fitted yet.
-        train_inputs, train_counts : array-like, optional
-            Precomputed training inputs and their Monte Carlo counts (e.g.
-            ``other.train_inputs_`` and ``other.train_counts_``). Then no
-            targets are computed and all of ``X`` is used for calibration.
-
-        Returns
-        -------
-        self : RRISESurrogate
+        Returns the part of ``X`` left for the surrogate (all of it unless the
+        smoothed classifier had to be fitted on a part).
         """
-        self._validate_params()
+        self._check_params()
         self.root_seed_ = resolve_seed(self.random_state)
         X = self._X(X, reset=True)
-        timings: dict[str, float] = {}
         smoothed = _unwrap(self.smoothed)
         if not isinstance(smoothed, SmoothedClassifier):
             raise TypeError(
@@ -433,6 +453,43 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             "n_features": int(X.shape[1]),
             "n_classes": len(smoothed.classes_),
         }
+
+        return X, y
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        train_inputs: Any = None,
+        train_counts: Any = None,
+        calibration_counts: Any = None,
+        **fit_params: Any,
+    ) -> RRISESurrogate:
+        """Compute Monte Carlo targets, train the surrogate, and calibrate it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs not used to train the smoothed classifier. Split into a
+            surrogate-training part and a calibration part
+            (``calibration_size``).
+        y : array-like, optional
+            Labels; only needed when ``smoothed`` is not fitted yet.
+        train_inputs, train_counts : array-like, optional
+            Precomputed training inputs and their Monte Carlo counts (e.g.
+            ``other.train_inputs_`` and ``other.train_counts_``). Then no
+            targets are computed and all of ``X`` is used for calibration.
+        calibration_counts : array-like, optional
+            With ``train_counts``: precomputed calibration counts of ``X`` (see
+            :meth:`conformalize`).
+
+        Returns
+        -------
+        self : RRISESurrogate
+        """
+        X, y = self._prepare(X, y)
+        timings: dict[str, float] = {}
 
         if train_counts is not None:
             if train_inputs is None:
@@ -466,7 +523,9 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
 
         if self.calibrate:
             t0 = time.perf_counter()
-            self.conformalize(X_cal)
+            if calibration_counts is not None and train_counts is None:
+                raise ValueError("calibration_counts needs train_inputs/train_counts too.")
+            self.conformalize(X_cal, counts=calibration_counts)
             timings["calibration"] = time.perf_counter() - t0
         else:
             timings["calibration"] = 0.0
@@ -481,6 +540,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         inputs : ndarray of shape (n_samples * (1 + n_augment), n_features)
         counts : ndarray of shape (len(inputs), n_classes)
         """
+        if not hasattr(self, "smoothed_"):
+            X, _ = self._prepare(X)  # usable before fit, e.g. to share targets
         X = self._X(X)
         rng = np.random.default_rng(self._stream(_AUGMENT))
         copies = [X] + [
@@ -496,19 +557,29 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     # calibration
     # ------------------------------------------------------------------
     def _calibration_evidence(
-        self, X: np.ndarray, n: int, tag: int, random_state: Any = None
+        self, X: np.ndarray, n: int, tag: int, random_state: Any = None, counts: Any = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Surrogate class, its score-scale prediction, and the MC score-scale lower bound."""
         top, h, q = self._top(X)
-        seed = self._stream(tag) if random_state is None else random_state
-        counts = self.smoothed_.sample_counts(X, n, random_state=seed, noise_sharing=1)
+        if counts is None:
+            seed = self._stream(tag) if random_state is None else random_state
+            counts = self.smoothed_.sample_counts(X, n, random_state=seed, noise_sharing=1)
+        else:
+            counts = np.asarray(counts)
+            if counts.shape != (len(X), len(self.classes_)) or np.any(counts.sum(1) != n):
+                raise ValueError(
+                    f"counts must have shape ({len(X)}, {len(self.classes_)}) with rows summing "
+                    f"to n_calibration={n}; got shape {counts.shape}."
+                )
         k = counts[np.arange(len(X)), top]
         lo, comp = stats._cp_lower_with_complement(
             k.astype(np.float64), np.full(len(k), float(n)), np.full(len(k), self.alpha_mc_)
         )
         return top, self._prediction(h, q), self._score_scale(lo, comp)
 
-    def conformalize(self, X_cal: Any, *, random_state: Any = None) -> RRISESurrogate:
+    def conformalize(
+        self, X_cal: Any, *, random_state: Any = None, counts: Any = None
+    ) -> RRISESurrogate:
         """Calibrate (or recalibrate) the threshold on fresh data.
 
         Runs ``n_calibration`` fresh Monte Carlo samples per input (independent
@@ -526,6 +597,12 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             Seed of the Monte Carlo noise of this calibration; default derived
             from the estimator's ``random_state`` (pass a new one when
             recalibrating on purpose with fresh noise).
+        counts : array-like of shape (m, n_classes), optional
+            Precomputed Monte Carlo counts of ``X_cal`` with ``n_calibration``
+            samples each, drawn independently per input
+            (``smoothed.sample_counts(X_cal, n, noise_sharing=1)``) and never
+            used to train the surrogate: lets several surrogates share one
+            expensive calibration run.
 
         Raises
         ------
@@ -541,7 +618,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         n_cal = int(self.n_calibration or self.smoothed_.n)
         t = np.log(self.alpha_mc_) / n_cal
         self.prediction_cap_ = float(self._score_scale(np.exp(t), -np.expm1(t)))
-        top, y_hat, y_mc = self._calibration_evidence(X_cal, n_cal, _CALIB, random_state)
+        top, y_hat, y_mc = self._calibration_evidence(X_cal, n_cal, _CALIB, random_state, counts)
         scores = y_hat - y_mc
         self.calibration_scores_ = scores
         self.calibration_classes_ = top
