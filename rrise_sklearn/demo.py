@@ -32,9 +32,9 @@ class DemoConfig:
     n: int = 10_000
     alpha: float = 0.001
     n_targets: int = 2_000
-    n_augment: int = 8
-    n_calibration: int = 10_000
-    surrogate_epochs: int = 40
+    n_augment: int = 32
+    n_calibration: int = 100_000
+    surrogate_epochs: int = 20
     alpha_conf: float = 0.01
     seed: int = 0
     radii: tuple = field(default=RADII)

@@ -159,10 +159,12 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     n_targets : int, default=None
         Monte Carlo samples per training target; default the smoothed
         classifier's ``n``.
-    n_augment : int, default=8
+    n_augment : int, default=32
         Noisy copies ``x + N(0, sigma^2 I)`` of every training input, each
         with its own Monte Carlo target (more training data at the cost of
-        more target computation).
+        more target computation: ``(1 + n_augment) * n_targets`` samples per
+        training input). 32 measured best on digits (threshold 0.29 z-units
+        against 0.48 with 8).
     n_calibration : int, default=None
         Monte Carlo samples per calibration input; default the smoothed
         classifier's ``n``. A larger value lifts the ceiling of the radii.
@@ -240,7 +242,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         module: Any = None,
         *,
         n_targets: int | None = None,
-        n_augment: int = 8,
+        n_augment: int = 32,
         n_calibration: int | None = None,
         alpha_conf: float = 0.01,
         alpha_mc: float | None = None,

@@ -1,0 +1,119 @@
+"""Metrics, scorers and plots."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV
+
+from rrise_sklearn import SmoothedClassifier
+from rrise_sklearn.metrics import (
+    abstain_rate,
+    acr_scorer,
+    average_certified_radius,
+    certified_accuracy,
+    certified_accuracy_lower_bound,
+    certified_accuracy_scorer,
+)
+from rrise_sklearn.nets import MLP
+from rrise_sklearn.plotting import CertifiedAccuracyDisplay, plot_certified_regions
+
+
+def test_certified_accuracy_by_hand():
+    y = np.array([0, 1, 2, 1, 0])
+    pred = np.array([0, 1, -1, 2, 0])
+    rad = np.array([0.3, 0.6, 0.0, 0.9, 0.0])  # last: correct label but abstained (radius 0)
+    assert certified_accuracy(y, pred, rad) == pytest.approx(2 / 5)
+    np.testing.assert_allclose(
+        certified_accuracy(y, pred, rad, [0, 0.3, 0.31, 0.6, 0.61]), [2 / 5, 2 / 5, 1 / 5, 1 / 5, 0]
+    )
+    assert average_certified_radius(y, pred, rad) == pytest.approx((0.3 + 0.6) / 5)
+    assert abstain_rate(rad) == pytest.approx(2 / 5)
+    # string labels
+    ys = np.array(["a", "b"])
+    assert certified_accuracy(ys, np.array(["a", "abstain"]), [0.2, 0.0]) == 0.5
+
+
+def test_metric_input_errors():
+    with pytest.raises(ValueError, match="same length"):
+        certified_accuracy([0, 1], [0], [0.1, 0.2])
+    with pytest.raises(ValueError, match=">= 0"):
+        certified_accuracy([0], [0], [-0.1])
+    with pytest.raises(ValueError, match="empty"):
+        average_certified_radius([], [], [])
+    with pytest.raises(ValueError, match="r must"):
+        certified_accuracy([0], [0], [0.1], r=-1)
+
+
+@pytest.mark.parametrize("independent", [True, False])
+def test_lower_bound_holds_with_probability_one_minus_rho(independent):
+    """Simulate certifiers whose certificates are each wrong w.p. alpha (independently)."""
+    rng = np.random.default_rng(0)
+    n, alpha, rho, sims = 500, 0.02, 0.1, 2000
+    y = np.zeros(n, dtype=int)
+    truly_ok = rng.random(n) < 0.7  # inputs truly correct and robust at r
+    misses = 0
+    for _ in range(sims):
+        wrong = rng.random(n) < alpha  # these certificates claim correct but are not
+        claimed = truly_ok | wrong
+        pred = np.where(claimed, 0, 1)
+        bound = certified_accuracy_lower_bound(
+            y, pred, np.ones(n), alpha=alpha, rho=rho, independent=independent
+        )
+        true_acc = np.mean(truly_ok)
+        misses += bound > true_acc
+    assert misses / sims <= rho
+    # and the correction is not vacuous
+    assert bound > (0.6 if independent else 0.4)
+
+
+@pytest.fixture(scope="module")
+def digits_small(digits):
+    X, y = digits
+    return X[:600], y[:600]
+
+
+def test_scorers_in_grid_search_with_dict_scoring(digits_small):
+    X, y = digits_small
+    clf = SmoothedClassifier(MLP, module__hidden=32, max_epochs=5, n0=20, n=100, random_state=0)
+    grid = GridSearchCV(
+        clf,
+        {"sigma": [0.25, 0.5]},
+        scoring={"acc": certified_accuracy_scorer(0.25), "acr": acr_scorer()},
+        refit="acr",
+        cv=2,
+    ).fit(X, y)
+    res = grid.best_estimator_.certify(X[:100])
+    assert acr_scorer()(grid.best_estimator_, X[:100], y[:100]) == pytest.approx(
+        average_certified_radius(y[:100], *res)
+    )
+    assert certified_accuracy_scorer(0.25)(grid.best_estimator_, X[:100], y[:100]) == pytest.approx(
+        certified_accuracy(y[:100], *res, r=0.25)
+    )
+    assert np.isfinite(grid.cv_results_["mean_test_acc"]).all()
+    assert grid.best_index_ == int(np.argmax(grid.cv_results_["mean_test_acr"]))
+    with pytest.raises(ValueError, match="r must"):
+        certified_accuracy_scorer(-1)
+
+
+def test_plots_return_matplotlib_objects(digits_small):
+    from sklearn.datasets import make_moons
+
+    y = np.array([0, 1, 1, 0])
+    disp = CertifiedAccuracyDisplay.from_results(
+        y, {"a": (y, np.array([0.5, 0.2, 0.0, 1.0])), "b": (y, np.zeros(4))}, ceiling=1.2
+    )
+    assert len(disp.lines_) == 2
+    assert disp.ax_.get_xlabel().startswith("radius")
+    # the curve is the certified accuracy
+    np.testing.assert_allclose(disp.curves["a"][0], 0.75)
+    X, ym = make_moons(100, noise=0.1, random_state=0)
+    clf = SmoothedClassifier(
+        MLP, module__hidden=16, max_epochs=5, lr=1e-2, n=50, random_state=0
+    ).fit(X, ym)
+    ax = plot_certified_regions(clf, X, ym, grid_size=10)
+    assert ax.images
+    with pytest.raises(ValueError, match="2-D"):
+        plot_certified_regions(clf, np.zeros((3, 3)))
