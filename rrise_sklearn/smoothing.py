@@ -35,6 +35,25 @@ def _base_accuracy(net: Any, X: Any, y: Any) -> float:
     return float(np.mean(pred == np.asarray(y)))
 
 
+def build_module(net: Any) -> Any:
+    """skorch's module construction, plus ``n_features`` / ``n_classes`` inferred in ``fit``.
+
+    The inferred values (``net.module_inferred_kwargs_``) are passed only to a
+    module *class* whose constructor accepts them and only where the user gave
+    no ``module__*`` value.
+    """
+    kwargs = net.get_params_for("module")
+    if inspect.isclass(net.module):
+        try:
+            accepted = inspect.signature(net.module).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins
+            accepted = {}
+        for key, val in getattr(net, "module_inferred_kwargs_", {}).items():
+            if key in accepted and key not in kwargs:
+                kwargs[key] = val
+    return net.initialized_instance(net.module, kwargs)
+
+
 def _check_int(name: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}; got {name}={value!r}.")
@@ -205,17 +224,7 @@ class SmoothedClassifier(NeuralNetClassifier):
 
     def initialize_module(self) -> SmoothedClassifier:
         """Build the module, filling ``n_features`` / ``n_classes`` from the data."""
-        kwargs = self.get_params_for("module")
-        inferred = getattr(self, "module_inferred_kwargs_", {})
-        if inspect.isclass(self.module):
-            try:
-                accepted = inspect.signature(self.module).parameters
-            except (TypeError, ValueError):  # pragma: no cover - builtins
-                accepted = {}
-            for key, val in inferred.items():
-                if key in accepted and key not in kwargs:
-                    kwargs[key] = val
-        self.module_ = self.initialized_instance(self.module, kwargs)
+        self.module_ = build_module(self)
         return self
 
     def initialize_optimizer(self, *args: Any, **kwargs: Any) -> SmoothedClassifier:

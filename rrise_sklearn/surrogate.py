@@ -8,7 +8,6 @@ turns its outputs into conservative radii (method.md section 3).
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from .calibration import (
 from .metrics import certified_accuracy
 from .results import CertificationResult
 from .sampling import resolve_seed
-from .smoothing import SmoothedClassifier
+from .smoothing import SmoothedClassifier, build_module
 
 __all__ = ["JensenShannonLoss", "ProbitMatchingLoss", "RRISESurrogate", "VerificationReport"]
 
@@ -318,19 +317,14 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         return super().initialize_criterion()
 
     def initialize_module(self) -> RRISESurrogate:
-        kwargs = self.get_params_for("module")
+        """A copy of the base network (``module=None``) or the given module."""
         if self.module is None:
             smoothed = getattr(self, "smoothed_", None)
             if smoothed is None:
                 raise NotFittedError("RRISESurrogate needs a fitted smoothed classifier first.")
             self.module_ = copy.deepcopy(smoothed.module_)
             return self
-        if inspect.isclass(self.module):
-            accepted = inspect.signature(self.module).parameters
-            for key, val in getattr(self, "module_inferred_kwargs_", {}).items():
-                if key in accepted and key not in kwargs:
-                    kwargs[key] = val
-        self.module_ = self.initialized_instance(self.module, kwargs)
+        self.module_ = build_module(self)
         return self
 
     # ------------------------------------------------------------------

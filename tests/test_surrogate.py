@@ -198,3 +198,13 @@ def test_unfitted_smoothed_is_fitted_on_its_own_split(digits):
     assert not hasattr(smoothed, "module_")  # the parameter is left untouched
     assert sur.n_calibration_ == 75  # 600 / 2 for the smoothed classifier, 1/4 of the rest
     assert 0 <= sur.score(X[600:700], y[600:700]) <= 1
+
+
+def test_surrogate_with_its_own_module_class(linear_setup):
+    kl, _, sur = linear_setup
+    X = _draw(kl, 300, np.random.default_rng(12))
+    own = RRISESurrogate(sur.smoothed, MLP, module__hidden=8, alpha_conf=0.1, n_augment=0,
+                         max_epochs=3, random_state=0).fit(X)
+    assert own.module_.net[0].in_features == 5 and own.module_.net[0].out_features == 8
+    assert own.module_.net[-1].out_features == 2
+    assert own.certify(X[:10]).radius.shape == (10,)
