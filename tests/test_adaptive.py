@@ -120,3 +120,22 @@ def test_plan_samples_radius_and_loss():
     assert math.isinf(rs.plan_samples(0.25, 0.001, radius=2.0, p_a=0.9).n)
     with pytest.raises(ValueError, match="exactly one"):
         rs.plan_samples(0.25, 0.001)
+
+
+def test_grid_decision_mode_decides_every_radius(known_linear):
+    sigma = 0.25
+    clf = known_linear.smoothed(sigma=sigma, n0=20, alpha=0.001, random_state=0)
+    X = known_linear.points_at_distance(np.linspace(-1.0, 1.0, 30))
+    grid = [0.0, 0.25, 0.5]
+    res = clf.certify_adaptive(X, radius=grid, max_n=50_000)
+    decided = res.info["decided"]
+    assert decided.shape == (30, 3)
+    np.testing.assert_array_equal(decided, (res.radius[:, None] >= np.array(grid))
+                                  & (res.radius[:, None] > 0))
+    fixed = clf.certify(X, n=50_000)
+    assert res.n_samples.mean() < 0.5 * (20 + 50_000)
+    # agreement with the fixed budget on the decisions (away from the exact boundary)
+    _, dist, _ = known_linear.exact(X, sigma)
+    clear = np.all(np.abs(dist[:, None] - np.array(grid)) > 0.1, axis=1)
+    fixed_dec = (fixed.radius[:, None] >= np.array(grid)) & (fixed.radius[:, None] > 0)
+    np.testing.assert_array_equal(decided[clear], fixed_dec[clear])
