@@ -164,6 +164,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         more target computation: ``(1 + n_augment) * n_targets`` samples per
         training input). 32 measured best on digits (threshold 0.29 z-units
         against 0.48 with 8).
+    augment_scale : float, default=1.0
+        Noise of the copies, as a multiple of the smoothing ``sigma``.
     n_calibration : int, default=None
         Monte Carlo samples per calibration input; default the smoothed
         classifier's ``n``. A larger value lifts the ceiling of the radii.
@@ -242,6 +244,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         *,
         n_targets: int | None = None,
         n_augment: int = 32,
+        augment_scale: float = 1.0,
         n_calibration: int | None = None,
         alpha_conf: float = 0.01,
         alpha_mc: float | None = None,
@@ -278,6 +281,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         self.smoothed = smoothed
         self.n_targets = n_targets
         self.n_augment = n_augment
+        self.augment_scale = augment_scale
         self.n_calibration = n_calibration
         self.alpha_conf = alpha_conf
         self.alpha_mc = alpha_mc
@@ -346,6 +350,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1; got {v!r}.")
+        if not (np.isscalar(self.augment_scale) and self.augment_scale >= 0):
+            raise ValueError(f"augment_scale must be >= 0; got {self.augment_scale!r}.")
         if not isinstance(self.n_augment, (int, np.integer)) or self.n_augment < 0:
             raise ValueError(f"n_augment must be an integer >= 0; got {self.n_augment!r}.")
         if not 0 < self.alpha_conf < 1:
@@ -541,7 +547,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         X = self._X(X)
         rng = np.random.default_rng(self._stream(_AUGMENT))
         copies = [X] + [
-            (X + self.sigma_ * rng.standard_normal(X.shape)).astype(np.float32)
+            (X + self.augment_scale * self.sigma_ * rng.standard_normal(X.shape)).astype(np.float32)
             for _ in range(int(self.n_augment))
         ]
         inputs = np.concatenate(copies, axis=0)
