@@ -120,6 +120,8 @@ class SmoothedClassifier(NeuralNetClassifier):
     batch_size : int, default=128
     train_split : callable or None, default=None
         skorch validation split; ``None`` trains on all of ``X``.
+    iterator_train__shuffle : bool, default=True
+        Shuffle the training batches (skorch's own default is not to).
     verbose : int, default=0
         ``> 0`` prints skorch's epoch log and Monte Carlo progress bars.
     **kwargs
@@ -178,6 +180,8 @@ class SmoothedClassifier(NeuralNetClassifier):
         verbose: int = 0,
         **kwargs: Any,
     ) -> None:
+        # shuffle training batches unless told otherwise (skorch's DataLoader does not)
+        kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(
             module,
             *args,

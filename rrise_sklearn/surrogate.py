@@ -267,6 +267,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         verbose: int = 0,
         **kwargs: Any,
     ) -> None:
+        # shuffle training batches unless told otherwise (skorch's DataLoader does not)
+        kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(
             module,
             criterion=criterion,
