@@ -594,6 +594,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         max_radius: float | None = None,
         n_start: int = 100,
         growth: float = 2.0,
+        final_share: float = 0.5,
         n0: int | None = None,
         alpha: float | None = None,
         random_state: Any = None,
@@ -602,9 +603,11 @@ class SmoothedClassifier(NeuralNetClassifier):
 
         After ``n0`` selection samples, estimation samples are drawn in batches
         up to geometric checkpoints ``N_1 = n_start, N_{t+1} = ceil(growth N_t)``
-        (the last one is ``max_n``). At look ``t`` the Clopper-Pearson bounds
-        use level ``alpha_t = 5 alpha / ((t + 4)(t + 5))``; these sum to less
-        than ``alpha``, so all bounds hold together with probability
+        (the last one is ``max_n``). At interim look ``t`` the Clopper-Pearson
+        bounds use level ``alpha_t = 5 alpha' / ((t + 4)(t + 5))`` with
+        ``alpha' = (1 - final_share) alpha``, and the last look uses
+        ``final_share * alpha``; these sum to less than ``alpha``, so all bounds
+        hold together with probability
         ``1 - alpha`` whenever sampling stops (union bound, method.md section
         2). Re-checking a fixed-``n`` bound after each batch instead is unsound.
         The reported radius is the largest one certified at any look.
@@ -637,6 +640,13 @@ class SmoothedClassifier(NeuralNetClassifier):
             reaches this value (the largest radius you care about).
         n_start, growth : int, float
             First checkpoint and growth factor of the checkpoints (1.1 to 2).
+        final_share : float, default=0.5
+            Share of ``alpha`` spent on the last look (at ``max_n``); the rest
+            follows the ``5 alpha / ((t + 4)(t + 5))`` schedule over the interim
+            looks. The levels sum to at most ``alpha`` either way; a larger
+            share keeps the radius at ``max_n`` closer to a fixed-``n``
+            certificate, a smaller one makes early decisions cheaper.
+            ``0`` uses the plain schedule over all looks.
         n0, alpha, random_state : optional
             Override the estimator's parameters.
 
@@ -673,7 +683,18 @@ class SmoothedClassifier(NeuralNetClassifier):
         checkpoints = [n_start]
         while checkpoints[-1] < max_n:
             checkpoints.append(min(max_n, int(np.ceil(checkpoints[-1] * growth))))
-        levels = stats.anytime_levels(len(checkpoints), alpha)
+        if not 0 <= final_share < 1:
+            raise ValueError(f"final_share must lie in [0, 1); got final_share={final_share!r}.")
+        if len(checkpoints) == 1:
+            levels = np.array([alpha])
+        else:
+            # union bound: (1 - final_share) alpha over the interim looks, final_share alpha
+            # at max_n (where inputs close to a decision end up)
+            levels = stats.anytime_levels(len(checkpoints) - 1, alpha * (1 - final_share))
+            if final_share > 0:
+                levels = np.append(levels, alpha * final_share)
+            else:
+                levels = stats.anytime_levels(len(checkpoints), alpha)
         sigma = float(self.sigma)
         root = self._root_seed(random_state)
         m, K = len(X), len(self.classes_)

@@ -38,6 +38,8 @@ def test_decision_mode_sound_under_peeking_at_the_threshold():
     ).initialize()
     X = np.full((runs, 1), r, dtype=np.float32)  # true radius exactly r
     res = clf.certify_adaptive(X, radius=r, max_n=4000, n_start=100, growth=2.0)
+    plain = clf.certify_adaptive(X, radius=r, max_n=4000, final_share=0.0, random_state=1)
+    assert int(np.sum(plain.radius > r)) <= _tolerance(runs, alpha)
     false_cert = int(np.sum(res.radius > r))
     assert false_cert <= _tolerance(runs, alpha), false_cert
     checkpoints = res.info["checkpoints"]
