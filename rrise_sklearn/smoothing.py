@@ -687,14 +687,13 @@ class SmoothedClassifier(NeuralNetClassifier):
             raise ValueError(f"final_share must lie in [0, 1); got final_share={final_share!r}.")
         if len(checkpoints) == 1:
             levels = np.array([alpha])
+        elif final_share == 0:
+            levels = stats.anytime_levels(len(checkpoints), alpha)
         else:
             # union bound: (1 - final_share) alpha over the interim looks, final_share alpha
             # at max_n (where inputs close to a decision end up)
-            levels = stats.anytime_levels(len(checkpoints) - 1, alpha * (1 - final_share))
-            if final_share > 0:
-                levels = np.append(levels, alpha * final_share)
-            else:
-                levels = stats.anytime_levels(len(checkpoints), alpha)
+            interim = stats.anytime_levels(len(checkpoints) - 1, alpha * (1 - final_share))
+            levels = np.append(interim, alpha * final_share)
         sigma = float(self.sigma)
         root = self._root_seed(random_state)
         m, K = len(X), len(self.classes_)
@@ -741,6 +740,7 @@ class SmoothedClassifier(NeuralNetClassifier):
             "n0": n0,
             "max_n": max_n,
             "checkpoints": checkpoints,
+            "levels": levels,
             "method": "adaptive",
         }
         if grid is not None:

@@ -44,6 +44,10 @@ def test_decision_mode_sound_under_peeking_at_the_threshold():
     assert false_cert <= _tolerance(runs, alpha), false_cert
     checkpoints = res.info["checkpoints"]
     assert len(checkpoints) >= 6  # several looks really happened
+    for r_ in (res, plain):  # the per-look levels spend at most alpha in all (union bound)
+        assert r_.info["levels"].sum() <= alpha
+        assert len(r_.info["levels"]) == len(checkpoints)
+    assert res.info["levels"][-1] == pytest.approx(alpha / 2)
     assert (res.n_samples > 50 + 100).mean() > 0.5
 
     # negative control: re-checking the fixed-n bound at full alpha after every batch
@@ -132,8 +136,9 @@ def test_grid_decision_mode_decides_every_radius(known_linear):
     res = clf.certify_adaptive(X, radius=grid, max_n=50_000)
     decided = res.info["decided"]
     assert decided.shape == (30, 3)
-    np.testing.assert_array_equal(decided, (res.radius[:, None] >= np.array(grid))
-                                  & (res.radius[:, None] > 0))
+    np.testing.assert_array_equal(
+        decided, (res.radius[:, None] >= np.array(grid)) & (res.radius[:, None] > 0)
+    )
     fixed = clf.certify(X, n=50_000)
     assert res.n_samples.mean() < 0.5 * (20 + 50_000)
     # agreement with the fixed budget on the decisions (away from the exact boundary)

@@ -203,8 +203,15 @@ def test_unfitted_smoothed_is_fitted_on_its_own_split(digits):
 def test_surrogate_with_its_own_module_class(linear_setup):
     kl, _, sur = linear_setup
     X = _draw(kl, 300, np.random.default_rng(12))
-    own = RRISESurrogate(sur.smoothed, MLP, module__hidden=8, alpha_conf=0.1, n_augment=0,
-                         max_epochs=3, random_state=0).fit(X)
+    own = RRISESurrogate(
+        sur.smoothed,
+        MLP,
+        module__hidden=8,
+        alpha_conf=0.1,
+        n_augment=0,
+        max_epochs=3,
+        random_state=0,
+    ).fit(X)
     assert own.module_.net[0].in_features == 5 and own.module_.net[0].out_features == 8
     assert own.module_.net[-1].out_features == 2
     assert own.certify(X[:10]).radius.shape == (10,)
