@@ -661,6 +661,18 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     # ------------------------------------------------------------------
     # certification
     # ------------------------------------------------------------------
+    def _threshold_for(self, top: np.ndarray) -> np.ndarray:
+        """The calibrated threshold of each input (per predicted class with Mondrian)."""
+        tau = self.threshold_
+        return tau[top] if np.ndim(tau) else np.full(len(top), tau)
+
+    def _calibrated_z(self, top: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
+        """``PhiInv(p_tilde)`` of the calibrated bound, from the capped score-scale prediction."""
+        lower = y_hat - self._threshold_for(top)
+        if self.conformity_score == "radius":
+            return lower
+        return probit(np.clip(lower, 0.0, 1.0))
+
     def certify(self, X: Any) -> CertificationResult:
         """Certify in one forward pass.
 
@@ -678,15 +690,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         X = self._X(X)
         top, h, q = self._top(X)
         sigma = self.sigma_
-        if not self.calibrate:
-            z = probit(h, q)
-        else:
-            tau = self.threshold_
-            tau = tau[top] if np.ndim(tau) else np.full(len(X), tau)
-            if self.conformity_score == "radius":
-                z = self._prediction(h, q) - tau
-            else:
-                z = probit(np.clip(self._prediction(h, q) - tau, 0.0, 1.0))
+        z = self._calibrated_z(top, self._prediction(h, q)) if self.calibrate else probit(h, q)
         radius = np.where(z > 0, sigma * z, 0.0)
         radius = np.where(np.isfinite(radius), radius, 0.0)
         p_lower = _sps.norm.cdf(z)
@@ -746,10 +750,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         X = self._X(X)
         n = int(n or self.n_calibration or self.smoothed_.n)
         top, y_hat, y_mc = self._calibration_evidence(X, n, _VERIFY, random_state)
-        tau = self.threshold_
-        tau = tau[top] if np.ndim(tau) else np.full(len(X), tau)
-        exceed = (y_hat - y_mc) > tau
-        certified = self.certify(X).radius > 0
+        exceed = (y_hat - y_mc) > self._threshold_for(top)
+        certified = self._calibrated_z(top, y_hat) > 0  # the deployed certificates
         k, m = int(exceed.sum()), len(X)
         p_value = float(_sps.binom.sf(k - 1, m, self.alpha_conf)) if k else 1.0
         return VerificationReport(
