@@ -32,8 +32,11 @@ def row(name, res, y, seconds):
     acc = certified_accuracy(y, res.prediction, res.radius, RADII)
     acr = average_certified_radius(y, res.prediction, res.radius)
     ns = res.n_samples
-    print(f"{name:34s}{np.mean(ns):10.0f}{np.median(ns):10.0f}"
-          + "".join(f"{100 * a:8.1f}" for a in acc) + f"{acr:8.3f}{seconds:8.1f}")
+    print(
+        f"{name:34s}{np.mean(ns):10.0f}{np.median(ns):10.0f}"
+        + "".join(f"{100 * a:8.1f}" for a in acc)
+        + f"{acr:8.3f}{seconds:8.1f}"
+    )
     return acc
 
 
@@ -47,37 +50,54 @@ def main() -> None:
     X, y = data["test"]
     if args.inputs:
         X, y = X[: args.inputs], y[: args.inputs]
-    clf = SmoothedClassifier(MLP, sigma=args.sigma, max_epochs=60, lr=1e-3, batch_size=64,
-                             n0=100, alpha=0.001, random_state=0).fit(X_base, y_base)
+    clf = SmoothedClassifier(
+        MLP,
+        sigma=args.sigma,
+        max_epochs=60,
+        lr=1e-3,
+        batch_size=64,
+        n0=100,
+        alpha=0.001,
+        random_state=0,
+    ).fit(X_base, y_base)
     print(f"digits test split: {len(X)} inputs, sigma={args.sigma}, alpha=0.001, n0=100")
-    print(f"{'certifier':34s}{'mean n':>10s}{'median n':>10s}"
-          + "".join(f"{'r=' + format(r, 'g'):>8s}" for r in RADII) + f"{'ACR':>8s}{'sec':>8s}")
+    print(
+        f"{'certifier':34s}{'mean n':>10s}{'median n':>10s}"
+        + "".join(f"{'r=' + format(r, 'g'):>8s}" for r in RADII)
+        + f"{'ACR':>8s}{'sec':>8s}"
+    )
     acc = {}
     for n in (1_000, 10_000, 100_000):
         t0 = time.perf_counter()
         res = clf.certify(X, n=n)
         acc[n] = row(f"fixed n={n}", res, y, time.perf_counter() - t0)
     radius_ref = {n: None for n in (100, 1_000, 10_000)}
-    for kw, name in [(dict(), "adaptive max_n=1e5"),
-                     (dict(max_radius=max(RADII)), f"adaptive max_n=1e5, max_radius={max(RADII)}"),
-                     (dict(radius=RADII), "adaptive max_n=1e5, radius grid")]:
+    for kw, name in [
+        (dict(), "adaptive max_n=1e5"),
+        (dict(max_radius=max(RADII)), f"adaptive max_n=1e5, max_radius={max(RADII)}"),
+        (dict(radius=RADII), "adaptive max_n=1e5, radius grid"),
+    ]:
         t0 = time.perf_counter()
         res = clf.certify_adaptive(X, max_n=100_000, **kw)
         a = row(name, res, y, time.perf_counter() - t0)
         gap = np.max(np.abs(100 * (a - acc[100_000])))
-        print(f"{'':34s}max |gap| to fixed 1e5: {gap:.2f} pts; samples: "
-              f"{(100 + 100_000) / np.mean(res.n_samples):.1f}x fewer on average")
+        print(
+            f"{'':34s}max |gap| to fixed 1e5: {gap:.2f} pts; samples: "
+            f"{(100 + 100_000) / np.mean(res.n_samples):.1f}x fewer on average"
+        )
     for r in (0.25, 0.5):
         t0 = time.perf_counter()
         res = clf.certify_adaptive(X, radius=r, max_n=100_000)
         dt = time.perf_counter() - t0
         decided = res.info["decided"]
         acc_r = float(np.mean(decided & (res.prediction == y)))
-        print(f"decision mode r={r}: {100 * acc_r:.1f} % certified correct at r (fixed 1e5: "
-              f"{100 * acc[100_000][RADII.index(r)]:.1f} %), mean samples "
-              f"{np.mean(res.n_samples):.0f}, median {np.median(res.n_samples):.0f} "
-              f"({(100 + 100_000) / np.mean(res.n_samples):.0f}x fewer than fixed 1e5), "
-              f"{dt:.1f} s")
+        print(
+            f"decision mode r={r}: {100 * acc_r:.1f} % certified correct at r (fixed 1e5: "
+            f"{100 * acc[100_000][RADII.index(r)]:.1f} %), mean samples "
+            f"{np.mean(res.n_samples):.0f}, median {np.median(res.n_samples):.0f} "
+            f"({(100 + 100_000) / np.mean(res.n_samples):.0f}x fewer than fixed 1e5), "
+            f"{dt:.1f} s"
+        )
 
     print("\nradius ratio against n=1e4 (mean radius over inputs certified at both budgets):")
     for n in radius_ref:
@@ -87,11 +107,15 @@ def main() -> None:
         both = (radius_ref[n] > 0) & (base > 0)
         measured = np.mean(radius_ref[n][both]) / np.mean(base[both])
         predicted = float(expected_radius_ratio(n, 0.001) / expected_radius_ratio(10_000, 0.001))
-        print(f"  n={n:>5d}: measured {measured:.3f}, planner predicts {predicted:.3f} "
-              f"(Seferis et al. report ~0.8 at 1e3 and ~0.5 at 1e2 on CIFAR-10)")
+        print(
+            f"  n={n:>5d}: measured {measured:.3f}, planner predicts {predicted:.3f} "
+            f"(Seferis et al. report ~0.8 at 1e3 and ~0.5 at 1e2 on CIFAR-10)"
+        )
     plan = plan_samples(args.sigma, 0.001, radius_loss=0.05, reference_n=100_000)
-    print(f"plan_samples(radius_loss=0.05, reference_n=1e5): n={plan.n:.0f}, predicted ratio "
-          f"{plan.predicted_ratio:.3f}")
+    print(
+        f"plan_samples(radius_loss=0.05, reference_n=1e5): n={plan.n:.0f}, predicted ratio "
+        f"{plan.predicted_ratio:.3f}"
+    )
 
 
 if __name__ == "__main__":

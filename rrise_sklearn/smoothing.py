@@ -595,6 +595,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         n_start: int = 100,
         growth: float = 2.0,
         final_share: float = 0.5,
+        futility: float | None = None,
         n0: int | None = None,
         alpha: float | None = None,
         random_state: Any = None,
@@ -647,6 +648,13 @@ class SmoothedClassifier(NeuralNetClassifier):
             share keeps the radius at ``max_n`` closer to a fixed-``n``
             certificate, a smaller one makes early decisions cheaper.
             ``0`` uses the plain schedule over all looks.
+        futility : float, optional
+            Level of the upper confidence bound used to give up on an input
+            (decide "no" / stop estimating). Giving up never produces a
+            certificate, so this level does not enter the guarantee; it trades
+            samples against agreement with a fixed ``max_n`` certificate. By
+            default the look's own level (most cautious); e.g. ``0.01`` stops
+            hopeless inputs much earlier.
         n0, alpha, random_state : optional
             Override the estimator's parameters.
 
@@ -694,6 +702,8 @@ class SmoothedClassifier(NeuralNetClassifier):
             # at max_n (where inputs close to a decision end up)
             interim = stats.anytime_levels(len(checkpoints) - 1, alpha * (1 - final_share))
             levels = np.append(interim, alpha * final_share)
+        if futility is not None and not 0 < futility < 1:
+            raise ValueError(f"futility must lie in (0, 1) or be None; got futility={futility!r}.")
         sigma = float(self.sigma)
         root = self._root_seed(random_state)
         m, K = len(X), len(self.classes_)
@@ -721,7 +731,9 @@ class SmoothedClassifier(NeuralNetClassifier):
             if n_t >= max_n:
                 break
             # the best radius max_n samples could give if p were at its upper bound
-            up = np.atleast_1d(stats.clopper_pearson_upper(k, n_t, a_t))
+            up = np.atleast_1d(
+                stats.clopper_pearson_upper(k, n_t, a_t if futility is None else futility)
+            )
             reach = np.array([stats._cp_lower_real(u * max_n, max_n, levels[-1]) for u in up])
             r_reach = np.atleast_1d(stats.radius_from_p_lower(reach, sigma))
             if targets is None:
@@ -741,6 +753,7 @@ class SmoothedClassifier(NeuralNetClassifier):
             "max_n": max_n,
             "checkpoints": checkpoints,
             "levels": levels,
+            "futility": futility,
             "method": "adaptive",
         }
         if grid is not None:

@@ -40,6 +40,10 @@ def test_decision_mode_sound_under_peeking_at_the_threshold():
     res = clf.certify_adaptive(X, radius=r, max_n=4000, n_start=100, growth=2.0)
     plain = clf.certify_adaptive(X, radius=r, max_n=4000, final_share=0.0, random_state=1)
     assert int(np.sum(plain.radius > r)) <= _tolerance(runs, alpha)
+    # giving up early (a loose futility level) never adds certificates
+    quick = clf.certify_adaptive(X, radius=r, max_n=4000, futility=0.2, random_state=2)
+    assert int(np.sum(quick.radius > r)) <= _tolerance(runs, alpha)
+    assert quick.n_samples.mean() < res.n_samples.mean()
     false_cert = int(np.sum(res.radius > r))
     assert false_cert <= _tolerance(runs, alpha), false_cert
     checkpoints = res.info["checkpoints"]
@@ -82,12 +86,17 @@ def test_adaptive_certificates_wrong_at_most_alpha_on_linear_model(known_linear)
 def test_decision_mode_stops_early_for_clear_inputs(known_linear):
     clf = known_linear.smoothed(sigma=0.25, n0=20, alpha=0.001, random_state=0)
     far = known_linear.points_at_distance(np.full(20, 3.0))
-    near = known_linear.points_at_distance(np.full(20, 0.01))
+    near = known_linear.points_at_distance(np.full(20, 0.15))  # p_A = 0.73 < 0.84 needed
     res = clf.certify_adaptive(np.vstack([far, near]), radius=0.25, max_n=100_000)
     assert res.info["decided"][:20].all()
     assert (res.n_samples[:20] <= 20 + 400).all()  # a few hundred samples suffice
     assert not res.info["decided"][20:].any()
     assert (res.n_samples[20:] < 20 + 100_000).all()  # hopeless ones stop before max_n
+    # a looser futility level gives up on the hopeless ones sooner, same decisions
+    quick = clf.certify_adaptive(np.vstack([far, near]), radius=0.25, max_n=100_000, futility=0.01)
+    np.testing.assert_array_equal(quick.info["decided"], res.info["decided"])
+    assert quick.n_samples[20:].mean() < res.n_samples[20:].mean()
+    assert quick.info["futility"] == 0.01
 
 
 def test_estimation_mode_matches_fixed_n_closely(known_linear):
@@ -109,6 +118,8 @@ def test_adaptive_bad_arguments(known_linear):
         (dict(radius=-1.0), "radius"),
         (dict(max_n=0), "max_n"),
         (dict(alpha=2.0), "alpha"),
+        (dict(futility=0.0), "futility"),
+        (dict(futility=1.5), "futility"),
     ]:
         with pytest.raises(ValueError, match=match):
             clf.certify_adaptive(X, **kw)
