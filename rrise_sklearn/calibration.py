@@ -10,7 +10,16 @@ of that class:
 * ``"radius"``: ``s = PhiInv(h) - PhiInv(p_low)``; deployment bound
   ``p_tilde = Phi(PhiInv(h) - tau)``, i.e. radius ``sigma (PhiInv(h) - tau)``.
 
-Either way ``s(x) <= tau`` and ``p_low(x) <= p(x)`` imply ``p(x) >= p_tilde``.
+* ``"headroom"``: on the PhiInv scale, the miss relative to the headroom left
+  below a ceiling ``c`` (the largest value the calibration Monte Carlo can
+  certify plus an offset): ``s = (PhiInv(h) - PhiInv(p_low)) / (c - PhiInv(h))``;
+  deployment bound ``PhiInv(p_tilde) = PhiInv(h) - tau (c - PhiInv(h))``. The
+  surrogate's errors shrink as its confidence grows, so a single threshold on
+  this scale costs confident inputs less radius than a constant margin.
+
+In every case ``s(x) <= tau`` and ``p_low(x) <= p(x)`` imply ``p(x) >= p_tilde``;
+the score is a fixed function of ``x`` and the Monte Carlo evidence, which is all
+the split-conformal argument needs.
 
 Threshold. ``tau`` is the ``k``-th smallest of the ``m`` calibration scores with
 ``k = ceil((m + 1)(1 - alpha_conf))`` (marginal validity, needs
@@ -29,7 +38,9 @@ from scipy import stats as _sps
 from sklearn.base import BaseEstimator, RegressorMixin
 
 __all__ = [
+    "calibrated_lower",
     "conformal_rank",
+    "conformity_scores",
     "conformal_threshold",
     "mapie_threshold",
     "min_calibration_size",
@@ -129,6 +140,69 @@ def conformal_threshold(scores: Any, alpha_conf: float, delta: float | None = No
     return float(s[k - 1])
 
 
+SCORES = ("radius", "probability", "headroom")
+
+
+def conformity_scores(
+    y_hat: Any, y_mc: Any, kind: str = "radius", ceiling: float | None = None
+) -> np.ndarray:
+    """Conformity scores of calibration inputs.
+
+    Parameters
+    ----------
+    y_hat : array-like
+        The surrogate's prediction on the score scale (PhiInv of its top-class
+        probability, or the probability itself for ``"probability"``).
+    y_mc : array-like
+        The Monte Carlo lower bound on the same scale.
+    kind : {"radius", "probability", "headroom"}
+    ceiling : float, optional
+        ``c`` of the ``"headroom"`` score; must exceed every ``y_hat``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.calibration import conformity_scores
+    >>> conformity_scores([2.0, 3.0], [1.5, 3.25], "headroom", ceiling=4.0).tolist()
+    [0.25, -0.25]
+    """
+    y_hat = np.asarray(y_hat, dtype=np.float64)
+    diff = y_hat - np.asarray(y_mc, dtype=np.float64)
+    if kind in ("radius", "probability"):
+        return diff
+    if kind != "headroom":
+        raise ValueError(f"kind must be one of {SCORES}; got {kind!r}.")
+    room = _headroom(y_hat, ceiling)
+    return diff / room
+
+
+def calibrated_lower(
+    y_hat: Any, tau: Any, kind: str = "radius", ceiling: float | None = None
+) -> np.ndarray:
+    """The calibrated lower bound (score scale): largest ``y`` with score(y_hat, y) <= tau.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.calibration import calibrated_lower, conformity_scores
+    >>> float(calibrated_lower(2.0, 0.25, "headroom", ceiling=4.0))
+    1.5
+    """
+    y_hat = np.asarray(y_hat, dtype=np.float64)
+    tau = np.asarray(tau, dtype=np.float64)
+    if kind in ("radius", "probability"):
+        return y_hat - tau
+    if kind != "headroom":
+        raise ValueError(f"kind must be one of {SCORES}; got {kind!r}.")
+    return y_hat - tau * _headroom(y_hat, ceiling)
+
+
+def _headroom(y_hat: np.ndarray, ceiling: float | None) -> np.ndarray:
+    if ceiling is None or not np.all(y_hat < ceiling):
+        raise ValueError(
+            f"the headroom score needs a ceiling above every prediction; got {ceiling!r}."
+        )
+    return ceiling - y_hat
+
+
 class _ScorePredictor(RegressorMixin, BaseEstimator):
     """Prefit regressor for MAPIE: row ``i`` of ``X`` is an index into ``y_hat``.
 
@@ -149,7 +223,7 @@ class _ScorePredictor(RegressorMixin, BaseEstimator):
         return np.asarray(self.y_hat, dtype=np.float64)[idx]
 
 
-def mapie_threshold(y_hat: Any, y: Any, alpha_conf: float) -> float:
+def mapie_threshold(y_hat: Any, y: Any, alpha_conf: float, ceiling: float | None = None) -> float:
     """The same threshold through MAPIE's one-sided split-conformal regression.
 
     One-sided lower bound of ``y`` (the Monte Carlo quantity) from the
@@ -158,6 +232,11 @@ def mapie_threshold(y_hat: Any, y: Any, alpha_conf: float) -> float:
     conformity_score=AbsoluteConformityScore(sym=False),
     confidence_level=1 - 2 alpha_conf)``: its lower bound is
     ``y_hat - tau``, so ``tau = y_hat - lower``.
+
+    With ``ceiling`` (the ``"headroom"`` score) the same regression is posed
+    on the headroom ``c - y`` predicted by ``c - y_hat`` with MAPIE's
+    ``GammaConformityScore`` (``(y - y_hat) / y_hat`` there), whose one-sided
+    upper bound is ``(c - y_hat)(1 + tau)``.
 
     Examples
     --------
@@ -168,21 +247,26 @@ def mapie_threshold(y_hat: Any, y: Any, alpha_conf: float) -> float:
     >>> abs(mapie_threshold(y_hat, y, 0.05) - conformal_threshold(y_hat - y, 0.05)) < 1e-9
     True
     """
-    from mapie.conformity_scores import AbsoluteConformityScore
+    from mapie.conformity_scores import AbsoluteConformityScore, GammaConformityScore
     from mapie.regression import SplitConformalRegressor
 
     y_hat = np.asarray(y_hat, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     conformal_rank(len(y), alpha_conf)  # our clear error first
     idx = np.arange(len(y), dtype=np.float64).reshape(-1, 1)
-    reg = _ScorePredictor(y_hat).fit(idx, y)
+    if ceiling is None:
+        score, pred, target = AbsoluteConformityScore(sym=False), y_hat, y
+    else:
+        score, pred, target = GammaConformityScore(), _headroom(y_hat, ceiling), ceiling - y
+    reg = _ScorePredictor(pred).fit(idx, target)
     scr = SplitConformalRegressor(
         reg,
         confidence_level=1.0 - 2.0 * alpha_conf,
-        conformity_score=AbsoluteConformityScore(sym=False),
+        conformity_score=score,
         prefit=True,
     )
-    scr.conformalize(idx, y)
+    scr.conformalize(idx, target)
     _, intervals = scr.predict_interval(idx[:1])
-    lower = float(np.asarray(intervals)[0, 0, 0])
-    return float(y_hat[0] - lower)
+    if ceiling is None:
+        return float(y_hat[0] - np.asarray(intervals)[0, 0, 0])
+    return float(np.asarray(intervals)[0, 1, 0] / pred[0] - 1.0)

@@ -7,8 +7,10 @@ import pytest
 from scipy import stats as sps
 
 from rrise_sklearn.calibration import (
+    calibrated_lower,
     conformal_rank,
     conformal_threshold,
+    conformity_scores,
     mapie_threshold,
     min_calibration_size,
     probit,
@@ -36,6 +38,38 @@ def test_threshold_is_order_statistic_and_matches_mapie(m, alpha):
             mapie_threshold(y_hat, y, alpha)
     else:
         assert mapie_threshold(y_hat, y, alpha) == pytest.approx(tau, abs=1e-12)
+
+
+@pytest.mark.parametrize("m", [150, 737])
+@pytest.mark.parametrize("alpha", [0.01, 0.1])
+def test_headroom_threshold_matches_mapie_gamma_score(m, alpha):
+    """The headroom score's threshold = order statistic = MAPIE's GammaConformityScore bound."""
+    rng = np.random.default_rng(m)
+    ceiling = 5.0
+    y_hat = rng.uniform(-1.0, 3.8, size=m)
+    y = y_hat - rng.normal(0.0, 0.3, size=m) * (ceiling - y_hat) / 3
+    scores = conformity_scores(y_hat, y, "headroom", ceiling)
+    np.testing.assert_allclose(scores, (y_hat - y) / (ceiling - y_hat))
+    tau = conformal_threshold(scores, alpha)
+    assert tau == np.sort(scores)[math.ceil((m + 1) * (1 - alpha)) - 1]
+    assert mapie_threshold(y_hat, y, alpha, ceiling=ceiling) == pytest.approx(tau, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["radius", "probability", "headroom"])
+def test_calibrated_lower_inverts_the_score(kind):
+    """score(y_hat, y) <= tau exactly when y >= calibrated_lower(y_hat, tau)."""
+    rng = np.random.default_rng(3)
+    y_hat = rng.uniform(0.0, 3.5, size=2000)
+    y = y_hat + rng.normal(0.0, 0.5, size=2000)
+    for tau in (-0.1, 0.0, 0.07, 0.3):
+        ok = conformity_scores(y_hat, y, kind, 4.0) <= tau
+        lower = calibrated_lower(y_hat, tau, kind, 4.0)
+        far = np.abs(y - lower) > 1e-9  # away from floating-point ties
+        np.testing.assert_array_equal(ok[far], (y >= lower)[far])
+    with pytest.raises(ValueError, match="ceiling"):
+        conformity_scores(y_hat, y, "headroom", 3.0)
+    with pytest.raises(ValueError, match="kind"):
+        conformity_scores(y_hat, y, "odd")
 
 
 def test_ties_and_order_invariance():

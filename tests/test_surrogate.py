@@ -38,11 +38,11 @@ def linear_setup(known_linear):
     return kl, sigma, sur
 
 
-def _wrong_rate_trials(kl, sigma, sur, alpha_conf, trials, rng):
+def _wrong_rate_trials(kl, sigma, sur, alpha_conf, trials, rng, score="radius"):
     """One fresh calibration set and one fresh test point per trial: independent trials."""
     m = 19
     wrong = certified = 0
-    sur = copy.deepcopy(sur).set_params(alpha_conf=alpha_conf)
+    sur = copy.deepcopy(sur).set_params(alpha_conf=alpha_conf, conformity_score=score)
     for t in range(trials):
         sur.conformalize(_draw(kl, m, rng), random_state=t)
         x = _draw(kl, 1, rng)
@@ -54,19 +54,20 @@ def _wrong_rate_trials(kl, sigma, sur, alpha_conf, trials, rng):
 
 
 @pytest.mark.slow
-def test_wrong_certificate_rate_within_alpha_conf_plus_alpha_mc(linear_setup):
+@pytest.mark.parametrize("score", ["headroom", "radius"])
+def test_wrong_certificate_rate_within_alpha_conf_plus_alpha_mc(linear_setup, score):
     kl, sigma, sur = linear_setup
     trials, alpha_conf = 300, 0.05
     bound = alpha_conf + sur.alpha_mc_
     tol = sps.binom.ppf(1 - 1e-4, trials, bound)
     wrong, certified = _wrong_rate_trials(
-        kl, sigma, sur, alpha_conf, trials, np.random.default_rng(1)
+        kl, sigma, sur, alpha_conf, trials, np.random.default_rng(1), score
     )
     assert wrong <= tol, (wrong, tol)
     assert certified > trials / 3  # the certificates are not vacuous
     # negative control: the same harness catches a certifier whose threshold is set for
     # 8x the miscoverage it claims (so the test can fail)
-    wrong_bad, _ = _wrong_rate_trials(kl, sigma, sur, 0.4, trials, np.random.default_rng(1))
+    wrong_bad, _ = _wrong_rate_trials(kl, sigma, sur, 0.4, trials, np.random.default_rng(1), score)
     assert wrong_bad > tol, (wrong_bad, tol)
 
 
@@ -197,7 +198,22 @@ def test_unfitted_smoothed_is_fitted_on_its_own_split(digits):
     assert sur.smoothed_ is not smoothed
     assert not hasattr(smoothed, "module_")  # the parameter is left untouched
     assert sur.n_calibration_ == 75  # 600 / 2 for the smoothed classifier, 1/4 of the rest
+    # the surrogate also trains on the smoothed classifier's inputs (300 + 225)
+    assert len(sur.train_inputs_) == 525
     assert 0 <= sur.score(X[600:700], y[600:700]) <= 1
+
+
+def test_explicit_training_inputs_leave_all_of_x_for_calibration(linear_setup):
+    kl, _, sur = linear_setup
+    rng = np.random.default_rng(5)
+    X_train, X_cal = _draw(kl, 50, rng), _draw(kl, 120, rng)
+    own = RRISESurrogate(
+        sur.smoothed, alpha_conf=0.1, n_augment=2, n_targets=300, max_epochs=2, random_state=0
+    ).fit(X_cal, train_inputs=X_train)
+    assert own.n_calibration_ == 120
+    assert own.train_inputs_.shape == (150, X_train.shape[1])  # each input + 2 noisy copies
+    np.testing.assert_array_equal(own.train_inputs_[:50], X_train)
+    assert (own.train_counts_.sum(axis=1) == 300).all()
 
 
 def test_surrogate_with_its_own_module_class(linear_setup):
