@@ -595,7 +595,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         n_start: int = 100,
         growth: float = 2.0,
         final_share: float = 0.5,
-        futility: float | None = None,
+        futility: float | None = 0.05,
         n0: int | None = None,
         alpha: float | None = None,
         random_state: Any = None,
@@ -648,13 +648,15 @@ class SmoothedClassifier(NeuralNetClassifier):
             share keeps the radius at ``max_n`` closer to a fixed-``n``
             certificate, a smaller one makes early decisions cheaper.
             ``0`` uses the plain schedule over all looks.
-        futility : float, optional
+        futility : float or None, default=0.05
             Level of the upper confidence bound used to give up on an input
             (decide "no" / stop estimating). Giving up never produces a
             certificate, so this level does not enter the guarantee; it trades
-            samples against agreement with a fixed ``max_n`` certificate. By
-            default the look's own level (most cautious); e.g. ``0.01`` stops
-            hopeless inputs much earlier.
+            samples against agreement with a fixed ``max_n`` certificate.
+            ``None`` uses each look's own level (most cautious). On digits
+            (grid mode, max_n = 1e5) 0.05 needed 8.1x fewer samples than the
+            fixed budget against 5.4x with ``None``, at the same accuracy
+            (benchmarks/README.md).
         n0, alpha, random_state : optional
             Override the estimator's parameters.
 
