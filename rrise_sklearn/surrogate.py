@@ -445,18 +445,16 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     # ------------------------------------------------------------------
     # fit
     # ------------------------------------------------------------------
-    def _prepare(self, X: Any, y: Any = None) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    def _prepare(self, X: Any, y: Any = None) -> tuple[np.ndarray, Any]:
         """Validate, seed, and make sure a fitted smoothed classifier is at hand.
 
         Returns the part of ``X`` left for the surrogate (all of it unless the
-        smoothed classifier had to be fitted on a part), ``y``, and the part the
-        smoothed classifier was fitted on here (``None`` if it came fitted).
+        smoothed classifier had to be fitted on a part) and ``y``.
         """
         self._check_params()
         self.root_seed_ = resolve_seed(self.random_state)
         X = self._X(X, reset=True)
         smoothed = _unwrap(self.smoothed)
-        X_base = None
         if not isinstance(smoothed, SmoothedClassifier):
             raise TypeError(
                 "smoothed must be a SmoothedClassifier (optionally wrapped in "
@@ -484,7 +482,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             "n_classes": len(smoothed.classes_),
         }
 
-        return X, y, X_base
+        return X, y
 
     def fit(
         self,
@@ -505,18 +503,16 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             surrogate-training part and a calibration part
             (``calibration_size``), unless ``train_inputs`` is given.
         y : array-like, optional
-            Labels; only needed when ``smoothed`` is not fitted yet. Then the
-            smoothed classifier is fitted on a ``smoothed_size`` part of ``X``,
-            and that part also joins the surrogate's training inputs.
+            Labels; only needed when ``smoothed`` is not fitted yet (it is then
+            fitted on a ``smoothed_size`` part of ``X``).
         train_inputs : array-like, optional
             The surrogate's training inputs; then all of ``X`` is used for
             calibration. Without ``train_counts`` their targets are computed
             here (with ``n_augment`` noisy copies each). No labels are needed,
-            so the smoothed classifier's own training inputs can serve, and
-            they should: on digits, training on them plus part of the held-out
-            inputs cut the gap to Monte Carlo by a factor of 3-6 against the
-            held-out part alone (benchmarks/README.md). The calibration inputs
-            ``X`` must still be held out from both trainings.
+            so e.g. the smoothed classifier's own training inputs can be added;
+            on digits that helped at sigma = 0.25 and hurt at 0.5
+            (benchmarks/README.md). The calibration inputs ``X`` must still be
+            held out from both trainings.
         train_counts : array-like, optional
             Precomputed Monte Carlo counts of ``train_inputs`` (taken as the
             full training set, noisy copies included; e.g.
@@ -529,7 +525,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         -------
         self : RRISESurrogate
         """
-        X, y, X_base = self._prepare(X, y)
+        X, y = self._prepare(X, y)
         timings: dict[str, float] = {}
 
         if train_counts is not None:
@@ -552,8 +548,6 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         else:
             seed = int(self._stream(_SPLIT).generate_state(1)[0] % (2**31))
             X_fit, X_cal = train_test_split(X, test_size=self.calibration_size, random_state=seed)
-            if X_base is not None:  # the smoothed classifier's own inputs help the surrogate
-                X_fit = np.concatenate([X_base, X_fit])
             t0 = time.perf_counter()
             X_tr, counts = self.compute_targets(X_fit)
             timings["targets"] = time.perf_counter() - t0
@@ -589,7 +583,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         counts : ndarray of shape (len(inputs), n_classes)
         """
         if not hasattr(self, "smoothed_"):
-            X, _, _ = self._prepare(X)  # usable before fit, e.g. to share targets
+            X, _ = self._prepare(X)  # usable before fit, e.g. to share targets
         X = self._X(X)
         rng = np.random.default_rng(self._stream(_AUGMENT))
         copies = [X] + [
