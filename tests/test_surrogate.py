@@ -5,6 +5,7 @@ import copy
 import joblib
 import numpy as np
 import pytest
+import torch
 from scipy import stats as sps
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
@@ -229,3 +230,34 @@ def test_surrogate_with_its_own_module_class(linear_setup):
     assert own.module_.net[0].in_features == 5 and own.module_.net[0].out_features == 8
     assert own.module_.net[-1].out_features == 2
     assert own.certify(X[:10]).radius.shape == (10,)
+
+
+def test_ensemble_of_members_is_one_calibrated_network(linear_setup, tmp_path):
+    from rrise_sklearn.surrogate import MeanLogProbEnsemble
+
+    kl, _, sur = linear_setup
+    rng = np.random.default_rng(21)
+    X_train, X_cal, X_test = _draw(kl, 60, rng), _draw(kl, 120, rng), _draw(kl, 30, rng)
+    kw = dict(alpha_conf=0.1, n_augment=1, n_targets=300, max_epochs=3, lr=1e-2, random_state=0)
+    single = RRISESurrogate(sur.smoothed, **kw).fit(X_cal, train_inputs=X_train)
+    ens = RRISESurrogate(sur.smoothed, n_members=3, **kw).fit(X_cal, train_inputs=X_train)
+    assert isinstance(ens.module_, MeanLogProbEnsemble) and len(ens.module_.members) == 3
+    # member 0 is the single-network fit; the others differ (their own training seeds)
+    m0, m1 = (list(m.parameters()) for m in ens.module_.members[:2])
+    for a, b in zip(m0, single.module_.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(m0, m1, strict=True))
+    # probabilities: the normalized geometric mean of the members'
+    with torch.inference_mode():
+        Xt = torch.as_tensor(X_test)
+        logp = torch.stack([torch.log_softmax(m(Xt), 1) for m in ens.module_.members]).mean(0)
+    expected = torch.softmax(logp.double(), 1).numpy()
+    np.testing.assert_allclose(ens.predict_proba(X_test), expected, rtol=1e-5, atol=1e-7)
+    # calibrated as one fixed function: threshold = order statistic of its own scores
+    assert ens.threshold_ == conformal_threshold(ens.calibration_scores_, 0.1)
+    path = tmp_path / "ens.joblib"
+    joblib.dump(ens, path)
+    again = joblib.load(path)
+    np.testing.assert_array_equal(again.certify(X_test).radius, ens.certify(X_test).radius)
+    with pytest.raises(ValueError, match="n_members"):
+        RRISESurrogate(sur.smoothed, n_members=0).fit(X_cal, train_inputs=X_train)
