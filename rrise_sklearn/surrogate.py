@@ -243,9 +243,9 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         initialization, with its own training seed) and certify with their
         ensemble (:class:`MeanLogProbEnsemble`), calibrated as one network, so
         the guarantee is unchanged. Training time grows ``n_members``-fold. On
-        digits, an ensemble of 3 networks trained with the base classifier's
-        inputs added gave the smallest gaps to Monte Carlo measured
-        (benchmarks/README.md, ``bench_rrise_seeds.py``).
+        digits, 3 networks trained with the base classifier's inputs added
+        gave a gap to Monte Carlo of 1.9 points at sigma = 0.25 and 4.8 at 0.5
+        (benchmarks/README.md, ``bench_rrise_seeds.py --members 3``).
     calibrate : bool, default=True
         ``False`` reproduces the uncalibrated baseline: radius
         ``sigma * PhiInv(h)`` with no guarantee (``loss="js"`` for the prior
