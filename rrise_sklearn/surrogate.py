@@ -217,9 +217,9 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         surrogate's prediction to the ceiling ``c`` (the largest PhiInv value
         ``n_calibration`` samples can certify, plus ``headroom``), so the
         margin shrinks for confident inputs; it pays off only when the
-        surrogate's errors really shrink with its confidence (on digits: for a
-        surrogate trained on held-out inputs alone, not for the recommended one
-        trained on the base inputs too; benchmarks/README.md).
+        surrogate's errors really shrink with its confidence (on digits: at
+        sigma = 0.25 for a surrogate trained on held-out inputs alone, not at
+        0.5 nor with the base inputs added; benchmarks/README.md).
         ``"probability"``: the miss on the probability scale (loses large radii).
     headroom : float, default=1.6
         Offset of the ceiling of the ``"headroom"`` score above the
@@ -563,13 +563,16 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             full training set, noisy copies included; e.g.
             ``other.train_inputs_`` and ``other.train_counts_``).
         calibration_counts : array-like, optional
-            With ``train_counts``: precomputed calibration counts of ``X`` (see
+            With ``train_inputs``: precomputed calibration counts of ``X`` (see
             :meth:`conformalize`).
 
         Returns
         -------
         self : RRISESurrogate
         """
+        if calibration_counts is not None and train_inputs is None:
+            # without train_inputs X is split, so counts of X would not match the calibration part
+            raise ValueError("calibration_counts needs train_inputs (then all of X calibrates).")
         X, y = self._prepare(X, y)
         timings: dict[str, float] = {}
 
@@ -617,8 +620,6 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
 
         if self.calibrate:
             t0 = time.perf_counter()
-            if calibration_counts is not None and train_counts is None:
-                raise ValueError("calibration_counts needs train_inputs/train_counts too.")
             self.conformalize(X_cal, counts=calibration_counts)
             timings["calibration"] = time.perf_counter() - t0
         else:

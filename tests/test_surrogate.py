@@ -213,6 +213,15 @@ def test_explicit_training_inputs_leave_all_of_x_for_calibration(linear_setup):
     assert own.train_inputs_.shape == (150, X_train.shape[1])  # each input + 2 noisy copies
     np.testing.assert_array_equal(own.train_inputs_[:50], X_train)
     assert (own.train_counts_.sum(axis=1) == 300).all()
+    # precomputed calibration counts of X are accepted with train_inputs, refused without
+    counts = sur.smoothed_.sample_counts(X_cal, 500, random_state=3, noise_sharing=1)
+    again = RRISESurrogate(
+        sur.smoothed, alpha_conf=0.1, n_augment=0, n_targets=300, n_calibration=500,
+        max_epochs=1, random_state=0,
+    ).fit(X_cal, train_inputs=X_train, calibration_counts=counts)  # fmt: skip
+    assert again.n_calibration_ == 120
+    with pytest.raises(ValueError, match="calibration_counts needs train_inputs"):
+        RRISESurrogate(sur.smoothed, n_targets=300).fit(X_cal, calibration_counts=counts)
 
 
 def test_surrogate_with_its_own_module_class(linear_setup):
