@@ -243,9 +243,11 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         initialization, with its own training seed) and certify with their
         ensemble (:class:`MeanLogProbEnsemble`), calibrated as one network, so
         the guarantee is unchanged. Training time grows ``n_members``-fold. On
-        digits, 3 networks trained with the base classifier's inputs added
-        gave a gap to Monte Carlo of 1.9 points at sigma = 0.25 and 4.8 at 0.5
-        (benchmarks/README.md, ``bench_rrise_seeds.py --members 3``).
+        digits, 3 networks trained on the base classifier's inputs alone
+        (``fit(X_heldout, train_inputs=X_base)``) gave a mean gap to Monte
+        Carlo of 2.0 points at sigma = 0.25 and 2.2 at 0.5 over three seeds,
+        against 5.0 and 3.5 for one network trained on part of ``X``
+        (benchmarks/README.md, ``bench_rrise_seeds.py --members 3 --base-only``).
     calibrate : bool, default=True
         ``False`` reproduces the uncalibrated baseline: radius
         ``sigma * PhiInv(h)`` with no guarantee (``loss="js"`` for the prior
@@ -554,10 +556,11 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             The surrogate's training inputs; then all of ``X`` is used for
             calibration. Without ``train_counts`` their targets are computed
             here (with ``n_augment`` noisy copies each). No labels are needed,
-            so e.g. the smoothed classifier's own training inputs can be added;
-            on digits that helped at sigma = 0.25 and hurt at 0.5
-            (benchmarks/README.md). The calibration inputs ``X`` must still be
-            held out from both trainings.
+            so e.g. the smoothed classifier's own training inputs can be used:
+            on digits, training on them alone and calibrating on all held-out
+            inputs measured best (see ``n_members`` and the user guide). The
+            calibration inputs ``X`` must still be held out from both
+            trainings.
         train_counts : array-like, optional
             Precomputed Monte Carlo counts of ``train_inputs`` (taken as the
             full training set, noisy copies included; e.g.
