@@ -62,14 +62,9 @@ def gaps_at(
     ).fit(X_base, y_base)  # fmt: skip
     mc = clf.certify(X_test)
     acc_mc = certified_accuracy(y_test, mc.prediction, mc.radius, RADII)
-    X_fit, X_cal = train_test_split(X_rr, test_size=0.4, random_state=0)
-    X_f, c_f = RRISESurrogate(
-        clf, n_targets=n_targets, n_augment=n_aug, random_state=0
-    ).compute_targets(X_fit)
     X_b, c_b = RRISESurrogate(
         clf, n_targets=n_targets, n_augment=n_aug, random_state=1
     ).compute_targets(X_base)
-    c_cal = clf.sample_counts(X_cal, n_cal, random_state=777, noise_sharing=1)
 
     def gap(sur):
         res = sur.certify(X_test)
@@ -100,6 +95,13 @@ def gaps_at(
                 flush=True,
             )
         return out
+
+    # the other variants train on part of the held-out inputs and calibrate on the rest
+    X_fit, X_cal = train_test_split(X_rr, test_size=0.4, random_state=0)
+    X_f, c_f = RRISESurrogate(
+        clf, n_targets=n_targets, n_augment=n_aug, random_state=0
+    ).compute_targets(X_fit)
+    c_cal = clf.sample_counts(X_cal, n_cal, random_state=777, noise_sharing=1)
 
     if members:
         name = f"n_members={members}, base too"

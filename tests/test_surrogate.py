@@ -91,9 +91,14 @@ def test_recipe_trained_elsewhere_keeps_the_guarantee(linear_setup):
     ).fit(_draw(kl, 100, rng), train_inputs=X_train)  # fmt: skip
     trials, alpha_conf = 300, 0.05
     tol = sps.binom.ppf(1 - 1e-4, trials, alpha_conf + recipe.alpha_mc_)
-    wrong, certified = _wrong_rate_trials(kl, sigma, recipe, alpha_conf, trials, rng)
+    wrong, certified = _wrong_rate_trials(
+        kl, sigma, recipe, alpha_conf, trials, np.random.default_rng(32)
+    )
     assert wrong <= tol, (wrong, tol)
     assert certified > trials / 3
+    # negative control on this surrogate: a threshold set for 8x the claimed miscoverage
+    wrong_bad, _ = _wrong_rate_trials(kl, sigma, recipe, 0.4, trials, np.random.default_rng(32))
+    assert wrong_bad > tol, (wrong_bad, tol)
 
 
 def test_threshold_equals_order_statistic_and_mapie(linear_setup):
