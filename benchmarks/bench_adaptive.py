@@ -18,9 +18,12 @@ unchanged), giving each mode's expected certified accuracy with its standard
 error, and its mean samples.
 
 Run: ``.venv/bin/python benchmarks/bench_adaptive.py [--sigma 0.25] [--inputs 357] [--replays 30]``
-(``certify_adaptive`` defaults: ``final_share=0.5``, ``futility=0.05``; the grid
-mode is also run with the cautious ``futility=None``; a second fixed n = 1e5 run
-with another seed shows how far two fixed-budget runs differ.)
+(``--replay-seed S`` replays with fresh draws, ``--replays-only`` skips the
+single runs; ``certify_adaptive`` defaults: ``n_start=300``, ``growth=1.3``,
+``final_share=0.5``, ``futility=0.05``; the grid mode is also run with the
+cautious ``futility=None`` and, in the replays, with the earlier schedule
+``growth=2, n_start=100``; a second fixed n = 1e5 run with another seed shows
+how far two fixed-budget runs differ.)
 """
 
 from __future__ import annotations
@@ -74,13 +77,14 @@ def replayed(clf, X, n_freq: int):
     return sim
 
 
-def expected_figures(clf, X, y, replays: int, n_freq: int) -> None:
+def expected_figures(clf, X, y, replays: int, n_freq: int, seed0: int = 1000) -> None:
     """Expected certified accuracy (mean over replays) of fixed 1e5 and the adaptive modes."""
     t0 = time.perf_counter()
     sim = replayed(clf, X, n_freq)
     print(
         f"\nexpected figures over {replays} replays from class frequencies measured with "
-        f"{n_freq} samples per input ({time.perf_counter() - t0:.0f} s); mean +- standard error:"
+        f"{n_freq} samples per input ({time.perf_counter() - t0:.0f} s), replay seeds "
+        f"{seed0}..{seed0 + replays - 1}; mean +- standard error:"
     )
     print(
         f"{'certifier':44s}{'mean n':>10s}"
@@ -90,7 +94,7 @@ def expected_figures(clf, X, y, replays: int, n_freq: int) -> None:
     def run(name, call, ref=None):
         accs, ns = [], []
         for rep in range(replays):
-            res = call(1000 + rep)
+            res = call(seed0 + rep)
             if res.info.get("decided") is not None and np.ndim(res.info["decided"]) == 1:
                 accs.append([np.mean(res.info["decided"] & (res.prediction == y))] * len(RADII))
             else:
@@ -113,8 +117,8 @@ def expected_figures(clf, X, y, replays: int, n_freq: int) -> None:
     ref, _ = run("fixed n=100000", lambda s: sim.certify(X, n=100_000, random_state=s))
     for kw, name in [
         (dict(), "grid mode, defaults"),
+        (dict(growth=2.0, n_start=100), "grid mode, growth=2, n_start=100 (old)"),
         (dict(futility=0.1), "grid mode, futility=0.1"),
-        (dict(futility=0.1, n_start=1000), "grid mode, futility=0.1, n_start=1000"),
         (dict(futility=None), "grid mode, futility=None"),
     ]:
         _ = run(
@@ -140,6 +144,12 @@ def main() -> None:
         "--replays", type=int, default=0, help="expected figures over this many replays (0: skip)"
     )
     ap.add_argument("--n-freq", type=int, default=200_000, help="samples per input for --replays")
+    ap.add_argument(
+        "--replay-seed", type=int, default=1000, help="seed of the first replay (fresh draws)"
+    )
+    ap.add_argument(
+        "--replays-only", action="store_true", help="skip the single-run table and the planner"
+    )
     args = ap.parse_args()
     data = load_demo_data(0)
     X_base, y_base = data["base"]
@@ -157,6 +167,9 @@ def main() -> None:
         random_state=0,
     ).fit(X_base, y_base)
     print(f"digits test split: {len(X)} inputs, sigma={args.sigma}, alpha=0.001, n0=100")
+    if args.replays_only:
+        expected_figures(clf, X, y, args.replays, args.n_freq, args.replay_seed)
+        return
     print(
         f"{'certifier':34s}{'mean n':>10s}{'median n':>10s}"
         + "".join(f"{'r=' + format(r, 'g'):>8s}" for r in RADII)
@@ -221,7 +234,7 @@ def main() -> None:
         f"{plan.predicted_ratio:.3f}"
     )
     if args.replays:
-        expected_figures(clf, X, y, args.replays, args.n_freq)
+        expected_figures(clf, X, y, args.replays, args.n_freq, args.replay_seed)
 
 
 if __name__ == "__main__":

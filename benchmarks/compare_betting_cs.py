@@ -7,14 +7,17 @@ Beta(1/2, 1/2) prior the mixture likelihood ratio against p0 is
 ``B(k + 1/2, n - k + 1/2) / B(1/2, 1/2) / (p0^k (1 - p0)^(n - k))``, a
 nonnegative martingale under p0, so by Ville's inequality
 ``{p0 : ratio < 1/alpha}`` holds at every n at once. This script prints both
-lower bounds (on the PhiInv scale, i.e. radius / sigma) at the checkpoints the
-default schedule uses (n_start=100, growth=2, max_n=1e5, final_share=0.5,
-alpha=0.001), for a few observed success rates. Exact computations, no sampling.
+lower bounds (on the PhiInv scale, i.e. radius / sigma) at the checkpoints of a
+schedule (default: ``certify_adaptive``'s defaults n_start=300, growth=1.3;
+max_n=1e5, final_share=0.5, alpha=0.001), for a few observed success rates.
+Exact computations, no sampling.
 
-Run: ``.venv/bin/python benchmarks/compare_betting_cs.py``
+Run: ``.venv/bin/python benchmarks/compare_betting_cs.py [--n-start 300] [--growth 1.3]``
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 from scipy import stats as sps
@@ -39,9 +42,14 @@ def mixture_lower(k: int, n: int, alpha: float) -> float:
 
 
 def main() -> None:
-    checkpoints = [100]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-start", type=int, default=300)
+    parser.add_argument("--growth", type=float, default=1.3)
+    args = parser.parse_args()
+    checkpoints = [args.n_start]  # built as certify_adaptive builds them
     while checkpoints[-1] < 100_000:
-        checkpoints.append(min(100_000, checkpoints[-1] * 2))
+        checkpoints.append(min(100_000, int(np.ceil(checkpoints[-1] * args.growth))))
+    print(f"checkpoints n_start={args.n_start}, growth={args.growth}: {len(checkpoints)} looks")
     levels = np.append(stats.anytime_levels(len(checkpoints) - 1, ALPHA / 2), ALPHA / 2)
     rates = (1.0, 0.999, 0.99, 0.9)
     print(f"PhiInv(lower bound), alpha={ALPHA}: union-bound Clopper-Pearson / mixture CS")

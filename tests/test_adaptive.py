@@ -50,7 +50,7 @@ def test_decision_mode_sound_under_peeking_at_the_threshold():
     assert len(checkpoints) >= 6  # several looks really happened
     for r_ in (res, plain):  # the per-look levels spend at most alpha in all (union bound)
         assert r_.info["levels"].sum() <= alpha
-        assert len(r_.info["levels"]) == len(checkpoints)
+        assert len(r_.info["levels"]) == len(r_.info["checkpoints"])
     assert res.info["levels"][-1] == pytest.approx(alpha / 2)
     assert (res.n_samples > 50 + 100).mean() > 0.5
 
@@ -93,12 +93,14 @@ def test_decision_mode_stops_early_for_clear_inputs(known_linear):
     assert not res.info["decided"][20:].any()
     assert (res.n_samples[20:] < 20 + 100_000).all()  # hopeless ones stop before max_n
     # the default futility level (0.05) gives up on hopeless inputs sooner than the
-    # most cautious one (each look's own level), with the same decisions
-    cautious = clf.certify_adaptive(
-        np.vstack([far, near]), radius=0.25, max_n=100_000, futility=None
-    )
+    # most cautious one (each look's own level), with the same decisions (early
+    # checkpoints, so that the first look does not already settle both)
+    early = dict(radius=0.25, max_n=100_000, n_start=50, growth=1.5)
+    quick = clf.certify_adaptive(np.vstack([far, near]), **early)
+    cautious = clf.certify_adaptive(np.vstack([far, near]), futility=None, **early)
     np.testing.assert_array_equal(cautious.info["decided"], res.info["decided"])
-    assert res.n_samples[20:].mean() < cautious.n_samples[20:].mean()
+    np.testing.assert_array_equal(quick.info["decided"], res.info["decided"])
+    assert quick.n_samples[20:].mean() < cautious.n_samples[20:].mean()
     assert res.info["futility"] == 0.05 and cautious.info["futility"] is None
 
 
