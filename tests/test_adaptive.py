@@ -166,12 +166,16 @@ def test_grid_decision_mode_decides_every_radius(known_linear):
 
 def test_betting_cs_comparison_script_backs_the_documented_claim():
     """benchmarks/compare_betting_cs.py: the mixture sequence is looser in every cell."""
+    import re
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_betting_cs.py"
-    out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, check=True
-    ).stdout
-    assert "mixture bound below the union-bound one in 44 of 44 cells" in out
+    for schedule, looks in [([], 24), (["--n-start", "100", "--growth", "2"], 11)]:
+        out = subprocess.run(
+            [sys.executable, str(script), *schedule], capture_output=True, text=True, check=True
+        ).stdout
+        worse, cells = map(int, re.search(r"one in (\d+) of (\d+) cells", out).groups())
+        assert cells == 4 * looks  # four success rates at every look of the schedule
+        assert worse == cells, out
