@@ -643,9 +643,9 @@ class SmoothedClassifier(NeuralNetClassifier):
             First checkpoint and growth factor of the checkpoints (1.05 to
             10). Close checkpoints stop an input soon after it is decided; the
             price, smaller per-look levels, grows only with the logarithm of
-            the number of looks. On digits (grid mode below) the defaults
-            needed 10.3x fewer samples than ``growth=2, n_start=100`` did
-            8.6x (benchmarks/README.md).
+            the number of looks. On digits (grid mode, see ``futility``) the
+            defaults needed 10.2-10.3x fewer samples than the fixed budget,
+            ``growth=2, n_start=100`` 8.5-8.6x (benchmarks/README.md).
         final_share : float, default=0.5
             Share of ``alpha`` spent on the last look (at ``max_n``); the rest
             follows the ``5 alpha / ((t + 4)(t + 5))`` schedule over the interim
@@ -664,8 +664,8 @@ class SmoothedClassifier(NeuralNetClassifier):
             over r in {0, 0.25, 0.5, 0.75}, max_n = 1e5, expected figures over
             replays of the sampling, benchmarks/README.md) 0.05 needed 10.2x
             fewer samples than the fixed budget, at most 0.41-0.51 points below
-            its certified accuracy (two sets of replays), ``None`` 7.2x (0.25
-            points), 0.1 11.3x (0.98 points).
+            its certified accuracy (two sets of replays), ``None`` 7.2x
+            (0.17-0.25 points), 0.1 11.3x (0.79-0.98 points).
         n0, alpha, random_state : optional
             Override the estimator's parameters.
 
