@@ -243,11 +243,12 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         initialization, with its own training seed) and certify with their
         ensemble (:class:`MeanLogProbEnsemble`), calibrated as one network, so
         the guarantee is unchanged. Training time grows ``n_members``-fold. On
-        digits, 3 networks trained on the base classifier's inputs alone
+        digits, 5 networks trained on the base classifier's inputs alone
         (``fit(X_heldout, train_inputs=X_base)``) gave a mean gap to Monte
-        Carlo of 2.0 points at sigma = 0.25 and 2.2 at 0.5 over three seeds,
-        against 5.0 and 3.5 for one network trained on part of ``X``
-        (benchmarks/README.md, ``bench_rrise_seeds.py --members 3 --base-only``).
+        Carlo of 1.7 points at sigma = 0.25 (three seeds) and 2.0 at 0.5
+        (six seeds; 3 networks: 2.0 and 2.2), against 5.0 and 3.5 for one network
+        trained on part of ``X`` (benchmarks/README.md,
+        ``bench_rrise_seeds.py --members 5 --base-only``).
     calibrate : bool, default=True
         ``False`` reproduces the uncalibrated baseline: radius
         ``sigma * PhiInv(h)`` with no guarantee (``loss="js"`` for the prior
