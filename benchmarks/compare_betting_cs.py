@@ -46,11 +46,9 @@ def main() -> None:
     parser.add_argument("--n-start", type=int, default=300)
     parser.add_argument("--growth", type=float, default=1.3)
     args = parser.parse_args()
-    checkpoints = [args.n_start]  # built as certify_adaptive builds them
-    while checkpoints[-1] < 100_000:
-        checkpoints.append(min(100_000, int(np.ceil(checkpoints[-1] * args.growth))))
+    # the schedule certify_adaptive uses (final_share=0.5)
+    checkpoints, levels = stats._anytime_schedule(args.n_start, args.growth, 100_000, ALPHA, 0.5)
     print(f"checkpoints n_start={args.n_start}, growth={args.growth}: {len(checkpoints)} looks")
-    levels = np.append(stats.anytime_levels(len(checkpoints) - 1, ALPHA / 2), ALPHA / 2)
     rates = (1.0, 0.999, 0.99, 0.9)
     print(f"PhiInv(lower bound), alpha={ALPHA}: union-bound Clopper-Pearson / mixture CS")
     print(f"{'n':>8s}" + "".join(f"{'k/n=' + format(r, 'g'):>22s}" for r in rates))

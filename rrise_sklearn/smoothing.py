@@ -699,20 +699,11 @@ class SmoothedClassifier(NeuralNetClassifier):
             )
         if not tol >= 0:
             raise ValueError(f"tol must be >= 0; got tol={tol!r}.")
-        checkpoints = [n_start]
-        while checkpoints[-1] < max_n:
-            checkpoints.append(min(max_n, int(np.ceil(checkpoints[-1] * growth))))
         if not 0 <= final_share < 1:
             raise ValueError(f"final_share must lie in [0, 1); got final_share={final_share!r}.")
-        if len(checkpoints) == 1:
-            levels = np.array([alpha])
-        elif final_share == 0:
-            levels = stats.anytime_levels(len(checkpoints), alpha)
-        else:
-            # union bound: (1 - final_share) alpha over the interim looks, final_share alpha
-            # at max_n (where inputs close to a decision end up)
-            interim = stats.anytime_levels(len(checkpoints) - 1, alpha * (1 - final_share))
-            levels = np.append(interim, alpha * final_share)
+        # union bound: (1 - final_share) alpha over the interim looks, final_share alpha
+        # at max_n (where inputs close to a decision end up)
+        checkpoints, levels = stats._anytime_schedule(n_start, growth, max_n, alpha, final_share)
         if futility is not None and not 0 < futility < 1:
             raise ValueError(f"futility must lie in (0, 1) or be None; got futility={futility!r}.")
         sigma = float(self.sigma)

@@ -448,6 +448,28 @@ def anytime_levels(n_looks: int, alpha: float) -> np.ndarray:
     return 5.0 * a / ((t + 4.0) * (t + 5.0))
 
 
+def _anytime_schedule(
+    n_start: int, growth: float, max_n: int, alpha: float, final_share: float
+) -> tuple[list[int], np.ndarray]:
+    """Checkpoints ``n_start, ceil(growth n), ...`` up to ``max_n`` and their per-look levels.
+
+    ``final_share * alpha`` goes to the last look (at ``max_n``) and the rest
+    follows :func:`anytime_levels` over the interim looks (``final_share=0``:
+    the plain schedule over all looks); the levels sum to at most ``alpha``.
+    """
+    checkpoints = [int(n_start)]
+    while checkpoints[-1] < max_n:
+        checkpoints.append(min(int(max_n), int(np.ceil(checkpoints[-1] * growth))))
+    if len(checkpoints) == 1:
+        levels = np.array([float(alpha)])
+    elif final_share == 0:
+        levels = anytime_levels(len(checkpoints), alpha)
+    else:
+        interim = anytime_levels(len(checkpoints) - 1, alpha * (1 - final_share))
+        levels = np.append(interim, alpha * final_share)
+    return checkpoints, levels
+
+
 # ---------------------------------------------------------------------------
 # planners (arXiv 2404.17371): predictions, never certificates
 # ---------------------------------------------------------------------------
