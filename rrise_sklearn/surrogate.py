@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 # spawn keys of the surrogate's random streams
-_SPLIT, _TARGETS, _AUGMENT, _CALIB, _VERIFY, _TRAIN, _BASE = 10, 11, 12, 13, 14, 15, 16
+_SPLIT, _TARGETS, _AUGMENT, _CALIB, _VERIFY, _TRAIN, _BASE, _REFINE = 10, 11, 12, 13, 14, 15, 16, 17
 
 
 class JensenShannonLoss(torch.nn.Module):
@@ -201,6 +201,20 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     n_calibration : int, default=None
         Monte Carlo samples per calibration input; default the smoothed
         classifier's ``n``. A larger value lifts the ceiling of the radii.
+    n_refine : int, default=None
+        If set, a second Monte Carlo stage at calibration: the ``refine_size``
+        share of calibration inputs with the largest scores (those near the
+        threshold) get ``n_refine`` more samples, and each input's bound is the
+        larger of its first-stage bound and the bound from all its samples,
+        each at ``alpha_mc / 2`` (so ``alpha_mc`` still bounds the Monte Carlo
+        error). Only the scores that set the threshold are tightened, at a
+        fraction of the cost of ``n_calibration + n_refine`` samples for every
+        input; the guarantee is unchanged (the threshold can only be larger
+        than had every input been refined, which is a valid split-conformal
+        threshold). The radius ceiling stays that of ``n_calibration``.
+    refine_size : float or int, default=0.1
+        With ``n_refine``: the share (float in (0, 1]) or number (int) of
+        calibration inputs refined; with ``mondrian=True`` per predicted class.
     alpha_conf : float, default=0.01
         Conformal miscoverage level.
     alpha_mc : float, default=None
@@ -274,6 +288,9 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     prediction_cap_ : float
         Largest score-scale value a Monte Carlo lower bound with
         ``n_calibration`` samples can reach; predictions are capped there.
+    refined_ : ndarray of int
+        Indices (into the last calibration set) of the inputs refined with
+        ``n_refine`` more samples; empty without ``n_refine``.
     score_ceiling_ : float or None
         Ceiling ``c`` of the ``"headroom"`` score (``None`` for the others).
     train_inputs_, train_counts_ : ndarray
@@ -307,6 +324,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         n_augment: int = 32,
         augment_scale: float = 1.0,
         n_calibration: int | None = None,
+        n_refine: int | None = None,
+        refine_size: float | int = 0.1,
         alpha_conf: float = 0.01,
         alpha_mc: float | None = None,
         calibration_size: float | int = 0.25,
@@ -348,6 +367,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         self.n_augment = n_augment
         self.augment_scale = augment_scale
         self.n_calibration = n_calibration
+        self.n_refine = n_refine
+        self.refine_size = refine_size
         self.alpha_conf = alpha_conf
         self.alpha_mc = alpha_mc
         self.calibration_size = calibration_size
@@ -414,10 +435,19 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             raise ValueError(f"headroom must be a number > 0; got {self.headroom!r}.")
         if self.loss not in ("soft_ce", "probit", "js"):
             raise ValueError(f"loss must be 'soft_ce', 'probit' or 'js'; got {self.loss!r}.")
-        for name in ("n_targets", "n_calibration"):
+        for name in ("n_targets", "n_calibration", "n_refine"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1; got {v!r}.")
+        r = self.refine_size
+        if isinstance(r, bool) or not (
+            (isinstance(r, (int, np.integer)) and r >= 1)
+            or (isinstance(r, (float, np.floating)) and 0 < r <= 1)
+        ):
+            raise ValueError(
+                "refine_size must be a share in (0, 1] (float) or a number of inputs >= 1 "
+                f"(int); got {r!r}."
+            )
         if not (np.isscalar(self.augment_scale) and self.augment_scale >= 0):
             raise ValueError(f"augment_scale must be >= 0; got {self.augment_scale!r}.")
         if (
@@ -655,37 +685,122 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     # ------------------------------------------------------------------
     # calibration
     # ------------------------------------------------------------------
-    def _calibration_evidence(
-        self, X: np.ndarray, n: int, tag: int, random_state: Any = None, counts: Any = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Surrogate class, its score-scale prediction, and the MC score-scale lower bound."""
-        top, h, q = self._top(X)
+    def _counts_of(
+        self, X: np.ndarray, n: int, seed: Any, counts: Any = None, name: str = "counts"
+    ) -> np.ndarray:
+        """Monte Carlo counts of ``X`` (independent noise per input), or checked given ones."""
         if counts is None:
-            seed = self._stream(tag) if random_state is None else random_state
-            counts = self.smoothed_.sample_counts(X, n, random_state=seed, noise_sharing=1)
-        else:
-            counts = np.asarray(counts)
-            if counts.shape != (len(X), len(self.classes_)) or np.any(counts.sum(1) != n):
-                raise ValueError(
-                    f"counts must have shape ({len(X)}, {len(self.classes_)}) with rows summing "
-                    f"to n_calibration={n}; got shape {counts.shape}."
-                )
-        k = counts[np.arange(len(X)), top]
+            return self.smoothed_.sample_counts(X, n, random_state=seed, noise_sharing=1)
+        counts = np.asarray(counts)
+        if counts.shape != (len(X), len(self.classes_)) or np.any(counts.sum(1) != n):
+            raise ValueError(
+                f"{name} must have shape ({len(X)}, {len(self.classes_)}) with rows summing "
+                f"to {n}; got shape {counts.shape}."
+            )
+        return counts
+
+    def _mc_bound(self, k: np.ndarray, n: int, alpha: float) -> np.ndarray:
+        """Clopper-Pearson lower bound of ``k`` successes in ``n``, on the score scale."""
         lo, comp = stats._cp_lower_with_complement(
-            k.astype(np.float64), np.full(len(k), float(n)), np.full(len(k), self.alpha_mc_)
+            np.asarray(k, dtype=np.float64), np.full(len(k), float(n)), np.full(len(k), alpha)
         )
-        return top, self._prediction(h, q), self._score_scale(lo, comp)
+        return self._score_scale(lo, comp)
+
+    def _calibration_evidence(
+        self,
+        X: np.ndarray,
+        n: int,
+        tag: int,
+        random_state: Any = None,
+        counts: Any = None,
+        alpha: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Surrogate class, its score-scale prediction, the MC score-scale lower bound
+        (at ``alpha``, default ``alpha_mc``) and the count of the surrogate's class."""
+        top, h, q = self._top(X)
+        seed = self._stream(tag) if random_state is None else random_state
+        counts = self._counts_of(X, n, seed, counts, name=f"counts (n_calibration={n})")
+        k = counts[np.arange(len(X)), top]
+        y_mc = self._mc_bound(k, n, self.alpha_mc_ if alpha is None else alpha)
+        return top, self._prediction(h, q), y_mc, k
+
+    def _refined_bounds(
+        self,
+        X: np.ndarray,
+        top: np.ndarray,
+        y_hat: np.ndarray,
+        y_mc: np.ndarray,
+        k: np.ndarray,
+        n_cal: int,
+        random_state: Any,
+        refine_counts: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Second calibration stage: tighter bounds for the inputs with the largest scores.
+
+        The chosen inputs (``refine_size`` of them, per predicted class with
+        Mondrian) get ``n_refine`` fresh samples; their bound becomes the larger
+        of the first-stage bound and the bound from all ``n_cal + n_refine``
+        samples, both at ``alpha_mc / 2`` like the first-stage bounds of the
+        others. Had every input been refined, every bound would hold with
+        probability ``1 - alpha_mc`` (union bound) and the scores would be
+        exchangeable; refining only some leaves the other scores at least as
+        large, so the threshold can only grow: the guarantee is kept whatever the
+        choice of inputs.
+
+        Returns the bounds and the indices of the refined inputs.
+        """
+        m = len(X)
+        scores = self._scores(y_hat, y_mc)
+        groups = (
+            [np.arange(m)]
+            if not self.mondrian
+            else [np.flatnonzero(top == c) for c in range(len(self.classes_))]
+        )
+        chosen = []
+        for g in groups:
+            if len(g) == 0:
+                continue
+            r = self.refine_size
+            size = min(
+                len(g), int(r) if isinstance(r, (int, np.integer)) else int(np.ceil(r * len(g)))
+            )
+            chosen.append(g[np.argsort(-scores[g], kind="stable")[:size]])
+        idx = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+        n_ref = int(self.n_refine)
+        if refine_counts is not None:
+            extra = self._counts_of(
+                X, n_ref, None, refine_counts, name=f"refine_counts (n_refine={n_ref})"
+            )[idx]
+        else:
+            seed = (
+                self._stream(_REFINE)
+                if random_state is None
+                else np.random.SeedSequence(resolve_seed(random_state), spawn_key=(_REFINE,))
+            )
+            extra = self._counts_of(X[idx], n_ref, seed)
+        pooled = self._mc_bound(
+            k[idx] + extra[np.arange(len(idx)), top[idx]], n_cal + n_ref, self.alpha_mc_ / 2
+        )
+        y_mc = y_mc.copy()
+        y_mc[idx] = np.maximum(y_mc[idx], pooled)
+        return y_mc, idx
 
     def conformalize(
-        self, X_cal: Any, *, random_state: Any = None, counts: Any = None
+        self,
+        X_cal: Any,
+        *,
+        random_state: Any = None,
+        counts: Any = None,
+        refine_counts: Any = None,
     ) -> RRISESurrogate:
         """Calibrate (or recalibrate) the threshold on fresh data.
 
         Runs ``n_calibration`` fresh Monte Carlo samples per input (independent
         noise per input), takes the Clopper-Pearson lower bound at ``alpha_mc``
-        of the surrogate's class, and sets the threshold ``tau`` to the
-        conformal order statistic of the scores, cross-checked against MAPIE's
-        ``SplitConformalRegressor``.
+        of the surrogate's class (with ``n_refine``: a second stage for the
+        inputs with the largest scores, see the class parameters), and sets
+        the threshold ``tau`` to the conformal order statistic of the scores,
+        cross-checked against MAPIE's ``SplitConformalRegressor``.
 
         Parameters
         ----------
@@ -702,6 +817,10 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             (``smoothed.sample_counts(X_cal, n, noise_sharing=1)``) and never
             used to train the surrogate: lets several surrogates share one
             expensive calibration run.
+        refine_counts : array-like of shape (m, n_classes), optional
+            With ``n_refine``: precomputed counts of ``X_cal`` with ``n_refine``
+            samples each, drawn independently of ``counts``; only the rows of the
+            refined inputs are used.
 
         Raises
         ------
@@ -715,14 +834,26 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         K = len(self.classes_)
         conformal_rank(m, self.alpha_conf, self.pac_delta)  # fail early, before Monte Carlo
         n_cal = int(self.n_calibration or self.smoothed_.n)
-        t = np.log(self.alpha_mc_) / n_cal
+        refine = self.n_refine is not None
+        if refine_counts is not None and not refine:
+            raise ValueError("refine_counts needs n_refine (the samples per refined input).")
+        # with a second stage each stage's bounds hold at alpha_mc / 2 (union bound)
+        alpha_1 = self.alpha_mc_ / 2 if refine else self.alpha_mc_
+        t = np.log(alpha_1) / n_cal
         self.prediction_cap_ = float(self._score_scale(np.exp(t), -np.expm1(t)))
         self.score_ceiling_ = (
             self.prediction_cap_ + float(self.headroom)
             if self.conformity_score == "headroom"
             else None
         )
-        top, y_hat, y_mc = self._calibration_evidence(X_cal, n_cal, _CALIB, random_state, counts)
+        top, y_hat, y_mc, k = self._calibration_evidence(
+            X_cal, n_cal, _CALIB, random_state, counts, alpha=alpha_1
+        )
+        self.refined_ = np.zeros(0, dtype=np.int64)
+        if refine:
+            y_mc, self.refined_ = self._refined_bounds(
+                X_cal, top, y_hat, y_mc, k, n_cal, random_state, refine_counts
+            )
         scores = self._scores(y_hat, y_mc)
         self.calibration_scores_ = scores
         self.calibration_classes_ = top
@@ -844,7 +975,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     ) -> VerificationReport:
         """Check deployed certificates against fresh Monte Carlo (a drift alarm).
 
-        Runs ``n`` fresh samples per input (default ``n_calibration``),
+        Runs ``n`` fresh samples per input (default ``n_calibration``, plus
+        ``n_refine`` when set),
         computes each input's score as in calibration, and tests whether the
         rate of scores above the threshold exceeds ``alpha_conf`` (one-sided
         binomial test). An alarm means the inputs no longer look like the
@@ -854,8 +986,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         if not self.calibrate:
             raise ValueError("verify needs a calibrated surrogate (calibrate=True).")
         X = self._X(X)
-        n = int(n or self.n_calibration or self.smoothed_.n)
-        top, y_hat, y_mc = self._calibration_evidence(X, n, _VERIFY, random_state)
+        n = int(n or (self.n_calibration or self.smoothed_.n) + (self.n_refine or 0))
+        top, y_hat, y_mc, _ = self._calibration_evidence(X, n, _VERIFY, random_state)
         exceed = self._scores(y_hat, y_mc) > self._threshold_for(top)
         certified = self._calibrated_z(top, y_hat) > 0  # the deployed certificates
         k, m = int(exceed.sum()), len(X)

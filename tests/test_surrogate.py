@@ -39,11 +39,11 @@ def linear_setup(known_linear):
     return kl, sigma, sur
 
 
-def _wrong_rate_trials(kl, sigma, sur, alpha_conf, trials, rng, score="radius"):
+def _wrong_rate_trials(kl, sigma, sur, alpha_conf, trials, rng, score="radius", **params):
     """One fresh calibration set and one fresh test point per trial: independent trials."""
     m = 19
     wrong = certified = 0
-    sur = copy.deepcopy(sur).set_params(alpha_conf=alpha_conf, conformity_score=score)
+    sur = copy.deepcopy(sur).set_params(alpha_conf=alpha_conf, conformity_score=score, **params)
     for t in range(trials):
         sur.conformalize(_draw(kl, m, rng), random_state=t)
         x = _draw(kl, 1, rng)
@@ -55,20 +55,26 @@ def _wrong_rate_trials(kl, sigma, sur, alpha_conf, trials, rng, score="radius"):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("score", ["headroom", "radius"])
-def test_wrong_certificate_rate_within_alpha_conf_plus_alpha_mc(linear_setup, score):
+@pytest.mark.parametrize(
+    "score, params",
+    [("headroom", {}), ("radius", {}), ("radius", {"n_refine": 8000, "refine_size": 2})],
+    ids=["headroom", "radius", "radius-refined"],
+)
+def test_wrong_certificate_rate_within_alpha_conf_plus_alpha_mc(linear_setup, score, params):
     kl, sigma, sur = linear_setup
     trials, alpha_conf = 300, 0.05
     bound = alpha_conf + sur.alpha_mc_
     tol = sps.binom.ppf(1 - 1e-4, trials, bound)
     wrong, certified = _wrong_rate_trials(
-        kl, sigma, sur, alpha_conf, trials, np.random.default_rng(1), score
+        kl, sigma, sur, alpha_conf, trials, np.random.default_rng(1), score, **params
     )
     assert wrong <= tol, (wrong, tol)
     assert certified > trials / 3  # the certificates are not vacuous
     # negative control: the same harness catches a certifier whose threshold is set for
     # 8x the miscoverage it claims (so the test can fail)
-    wrong_bad, _ = _wrong_rate_trials(kl, sigma, sur, 0.4, trials, np.random.default_rng(1), score)
+    wrong_bad, _ = _wrong_rate_trials(
+        kl, sigma, sur, 0.4, trials, np.random.default_rng(1), score, **params
+    )
     assert wrong_bad > tol, (wrong_bad, tol)
 
 
@@ -156,6 +162,53 @@ def test_probability_score_mondrian_and_pac(linear_setup):
     np.testing.assert_allclose(raw.certify(X).radius, np.maximum(0, 0.5 * probit(h, q)))
 
 
+def _cp_lower_z(k, n, alpha):
+    """Independent oracle: one-sided Clopper-Pearson lower bound (beta quantile), PhiInv scale."""
+    k = np.asarray(k, dtype=float)
+    lo = np.where(k > 0, sps.beta.ppf(alpha, np.maximum(k, 1), n - k + 1), 0.0)
+    return sps.norm.ppf(lo)
+
+
+@pytest.mark.parametrize("mondrian", [False, True])
+def test_refined_calibration_is_the_two_stage_bound(linear_setup, mondrian):
+    """n_refine: the chosen inputs are those with the largest first-stage scores, and
+    each bound is the larger of the two stages' Clopper-Pearson bounds at alpha_mc / 2."""
+    kl, _, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(
+        n_calibration=2000, n_refine=6000, refine_size=0.2, mondrian=mondrian
+    )
+    X_cal = _draw(kl, 200, np.random.default_rng(11))
+    c1 = sur.smoothed_.sample_counts(X_cal, 2000, random_state=1, noise_sharing=1)
+    c2 = sur.smoothed_.sample_counts(X_cal, 6000, random_state=2, noise_sharing=1)
+    sur.conformalize(X_cal, counts=c1, refine_counts=c2)
+
+    top, h, q = sur._top(sur._X(X_cal))
+    idx = np.arange(len(X_cal))
+    a = sur.alpha_mc_ / 2
+    cap = sps.norm.ppf(a ** (1 / 2000))
+    assert np.isclose(sur.prediction_cap_, cap)
+    y_hat = np.minimum(probit(h, q), cap)
+    stage1 = y_hat - _cp_lower_z(c1[idx, top], 2000, a)
+    groups = [idx] if not mondrian else [idx[top == c] for c in (0, 1)]
+    expected = np.concatenate(
+        [g[np.argsort(-stage1[g], kind="stable")[: int(np.ceil(0.2 * len(g)))]] for g in groups]
+    )
+    np.testing.assert_array_equal(sur.refined_, np.sort(expected))
+    pooled = y_hat - _cp_lower_z(c1[idx, top] + c2[idx, top], 8000, a)
+    want = stage1.copy()
+    want[expected] = np.minimum(stage1[expected], pooled[expected])
+    np.testing.assert_allclose(sur.calibration_scores_, want, rtol=0, atol=1e-9)
+    assert np.any(want[expected] < stage1[expected])  # the second stage tightened something
+    for c, g in enumerate(groups):
+        tau = sur.threshold_[c] if mondrian else sur.threshold_
+        assert tau == conformal_threshold(sur.calibration_scores_[g], sur.alpha_conf)
+    # an integer refine_size is a count; drawing the second stage itself also works
+    sur.set_params(refine_size=7, mondrian=False).conformalize(X_cal, random_state=5)
+    assert len(sur.refined_) == 7
+    with pytest.raises(ValueError, match="refine_counts"):
+        sur.conformalize(X_cal, counts=c1, refine_counts=c2[:, :1])
+
+
 def test_reuse_precomputed_targets(linear_setup):
     kl, _, sur = linear_setup
     X_cal = _draw(kl, 100, np.random.default_rng(8))
@@ -195,6 +248,15 @@ def test_errors(linear_setup):
         RRISESurrogate(sur.smoothed, conformity_score="odd").fit(np.zeros((200, 5)))
     with pytest.raises(ValueError, match="pass y"):
         RRISESurrogate(SmoothedClassifier(MLP)).fit(np.zeros((20, 5)))
+    for bad in (0, 1.5, 0.0, True):
+        with pytest.raises(ValueError, match="refine_size"):
+            RRISESurrogate(sur.smoothed, refine_size=bad).fit(np.zeros((200, 5)))
+    with pytest.raises(ValueError, match="n_refine"):
+        RRISESurrogate(sur.smoothed, n_refine=0).fit(np.zeros((200, 5)))
+    with pytest.raises(ValueError, match="refine_counts needs n_refine"):
+        copy.deepcopy(sur).conformalize(
+            _draw(kl, 50, np.random.default_rng(0)), refine_counts=np.zeros((50, 2))
+        )
 
 
 def test_joblib_round_trip_and_grid_search(linear_setup, tmp_path):
