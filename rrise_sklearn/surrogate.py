@@ -261,8 +261,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         (``fit(X_heldout, train_inputs=X_base)``) gave a mean gap to Monte
         Carlo of 1.7 points at sigma = 0.25 (three seeds) and 2.0 at 0.5
         (six seeds; 3 networks: 2.0 and 2.2), against 5.0 and 3.5 for one network
-        trained on part of ``X`` (benchmarks/README.md,
-        ``bench_rrise_seeds.py --members 5 --base-only``).
+        trained on part of ``X``; with ``n_refine`` as well, see the user
+        guide's recipe (benchmarks/README.md, ``bench_rrise_seeds.py``).
     calibrate : bool, default=True
         ``False`` reproduces the uncalibrated baseline: radius
         ``sigma * PhiInv(h)`` with no guarantee (``loss="js"`` for the prior
