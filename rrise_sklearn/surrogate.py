@@ -211,7 +211,10 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         fraction of the cost of ``n_calibration + n_refine`` samples for every
         input; the guarantee is unchanged (the threshold can only be larger
         than had every input been refined, which is a valid split-conformal
-        threshold). The radius ceiling stays that of ``n_calibration``.
+        threshold). The radius ceiling stays that of ``n_calibration``. On
+        digits, ``n_refine=1_000_000`` with ``n_calibration=100_000`` cut the
+        recipe's mean gap to Monte Carlo from 1.68 to 1.14 points at
+        sigma = 0.25 and from 2.00 to 1.37 at 0.5 (benchmarks/README.md).
     refine_size : float or int, default=0.1
         With ``n_refine``: the share (float in (0, 1]) or number (int) of
         calibration inputs refined; with ``mondrian=True`` per predicted class.
