@@ -198,7 +198,7 @@ def main() -> None:
             members=args.members,
             base_only=args.base_only,
             refine=args.refine,
-        )  # fmt: skip
+        )
         for s in args.sigmas
     }
     print(f"\nmean gap r<=0.75 (points) over training seeds {args.seeds}:")

@@ -290,7 +290,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         Conformity scores of the calibration set.
     prediction_cap_ : float
         Largest score-scale value a Monte Carlo lower bound with
-        ``n_calibration`` samples can reach; predictions are capped there.
+        ``n_calibration`` samples can reach (at ``alpha_mc``, or ``alpha_mc / 2``
+        with ``n_refine``); predictions are capped there.
     refined_ : ndarray of int
         Indices (into the last calibration set) of the inputs refined with
         ``n_refine`` more samples; empty without ``n_refine``.
@@ -979,8 +980,8 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         """Check deployed certificates against fresh Monte Carlo (a drift alarm).
 
         Runs ``n`` fresh samples per input (default ``n_calibration``, plus
-        ``n_refine`` when set),
-        computes each input's score as in calibration, and tests whether the
+        ``n_refine`` when set), computes each input's score as in calibration
+        (one stage at ``alpha_mc``), and tests whether the
         rate of scores above the threshold exceeds ``alpha_conf`` (one-sided
         binomial test). An alarm means the inputs no longer look like the
         calibration set: recalibrate with :meth:`conformalize`.
