@@ -42,6 +42,8 @@ __all__ = [
     "conformal_rank",
     "conformity_scores",
     "conformal_threshold",
+    "exceedance_distribution",
+    "exceedance_pvalue",
     "mapie_threshold",
     "min_calibration_size",
     "probit",
@@ -138,6 +140,79 @@ def conformal_threshold(scores: Any, alpha_conf: float, delta: float | None = No
         raise ValueError("scores contain NaN.")
     k = conformal_rank(len(s), alpha_conf, delta)
     return float(s[k - 1])
+
+
+def exceedance_distribution(m_new: Any, m_cal: Any, rank: Any) -> np.ndarray:
+    """Law of the number of new scores above the conformal thresholds of several groups.
+
+    In one group, ``m_cal`` calibration scores and ``m_new`` new scores are
+    exchangeable and continuous; the threshold is the ``rank``-th smallest
+    calibration score. Given the calibration draw, each new score exceeds it
+    with probability ``1 - F(tau)``, and ``F(tau)`` follows ``Beta(rank,
+    m_cal + 1 - rank)``; so the count of exceedances is
+    ``BetaBinomial(m_new, m_cal + 1 - rank, rank)`` (not ``Binomial(m_new,
+    alpha_conf)``: all new scores share the one threshold). Groups (e.g. the
+    classes of a Mondrian calibration) are independent given their sizes; the
+    total is the convolution. With ties or with a threshold that is at least the
+    exchangeable one, the count is stochastically smaller, so tail
+    probabilities from this law stay valid (conservative).
+
+    Parameters
+    ----------
+    m_new, m_cal, rank : int or array-like of int
+        Per group: new scores, calibration scores, 1-based rank of the
+        threshold. A group with ``rank > m_cal`` has an infinite threshold and
+        contributes no exceedances.
+
+    Returns
+    -------
+    pmf : ndarray of shape (sum(m_new) + 1,)
+        ``pmf[j] = P(total exceedances = j)``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.calibration import exceedance_distribution
+    >>> pmf = exceedance_distribution(1, 19, 19)  # one new score, tau = max of 19
+    >>> [round(float(v), 4) for v in pmf]
+    [0.95, 0.05]
+    """
+    m_new, m_cal, rank = (
+        np.atleast_1d(np.asarray(a, dtype=np.int64)) for a in (m_new, m_cal, rank)
+    )
+    if not (m_new.shape == m_cal.shape == rank.shape) or m_new.ndim != 1:
+        raise ValueError("m_new, m_cal and rank must have one entry per group.")
+    if np.any(m_new < 0) or np.any(m_cal < 1) or np.any(rank < 1):
+        raise ValueError("m_new must be >= 0 and m_cal, rank >= 1.")
+    pmf = np.ones(1)
+    for mn, mc, k in zip(m_new.tolist(), m_cal.tolist(), rank.tolist(), strict=True):
+        if mn == 0 or k > mc:
+            part = np.zeros(mn + 1)
+            part[0] = 1.0
+        else:
+            part = _sps.betabinom.pmf(np.arange(mn + 1), mn, mc + 1 - k, k)
+        pmf = np.convolve(pmf, part)
+    return pmf
+
+
+def exceedance_pvalue(n_exceed: int, m_new: Any, m_cal: Any, rank: Any) -> float:
+    """P(at least ``n_exceed`` exceedances) under :func:`exceedance_distribution`.
+
+    The p-value of a one-shot test that new scores are exchangeable with the
+    calibration scores (no drift); small values mean more scores exceed the
+    threshold than exchangeability allows.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.calibration import exceedance_pvalue
+    >>> round(exceedance_pvalue(60, 500, 49, 45), 3)  # 12 % of 500 against alpha_conf = 0.1
+    0.298
+    """
+    pmf = exceedance_distribution(m_new, m_cal, rank)
+    if n_exceed <= 0:
+        return 1.0
+    if n_exceed >= len(pmf):
+        return 0.0
+    return float(min(1.0, pmf[int(n_exceed) :].sum()))
 
 
 SCORES = ("radius", "probability", "headroom")

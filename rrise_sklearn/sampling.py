@@ -48,11 +48,87 @@ import numpy as np
 import torch
 from sklearn.utils.parallel import Parallel, delayed
 
-__all__ = ["block_noise", "monte_carlo_counts", "noise_block_size", "resolve_seed"]
+__all__ = [
+    "MonteCarloCounts",
+    "block_noise",
+    "check_distinct_streams",
+    "monte_carlo_counts",
+    "noise_block_size",
+    "resolve_seed",
+]
 
 _MAX_BLOCK_SAMPLES = 512
 _BLOCK_BUDGET = 2**21  # floats per noise block (8 MiB in float32)
 _PREFETCH_MIN = 2**14  # floats per block from which the CPU draws the next block in a thread
+
+
+class MonteCarloCounts(np.ndarray):
+    """Class counts (an ``int64`` array) that remember the noise stream they came from.
+
+    :func:`monte_carlo_counts` returns this type. ``noise_key`` is the root
+    entropy of the stream (see :func:`resolve_seed`): two arrays with the same
+    key were drawn from the same noise, position by position, and must never be
+    pooled into one bound (:func:`check_distinct_streams`). Slices and views
+    keep the key; arithmetic results are plain arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rrise_sklearn.sampling import MonteCarloCounts
+    >>> c = MonteCarloCounts(np.array([[3, 1]]), noise_key=7)
+    >>> c[:, 0].noise_key, type(c / 4).__name__
+    (7, 'ndarray')
+    """
+
+    noise_key: int | None
+
+    def __new__(cls, counts: Any, noise_key: int | None = None) -> MonteCarloCounts:
+        obj = np.asarray(counts).view(cls)
+        obj.noise_key = noise_key
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.noise_key = getattr(obj, "noise_key", None)
+
+    def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
+        arr = np.asarray(arr).view(np.ndarray)
+        return arr[()] if return_scalar else arr
+
+    def __reduce__(self) -> Any:
+        return (MonteCarloCounts, (np.asarray(self).view(np.ndarray), self.noise_key))
+
+
+def check_distinct_streams(**named: Any) -> None:
+    """Refuse Monte Carlo results that share a noise stream before they are pooled.
+
+    Each keyword is a name and either a :class:`MonteCarloCounts`, an int
+    stream key, or ``None`` (unknown provenance, e.g. counts loaded from disk:
+    not checkable). Raises ``ValueError`` naming the pair that shares a stream.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.sampling import check_distinct_streams
+    >>> check_distinct_streams(counts=1, refine_counts=2)
+    >>> check_distinct_streams(counts=1, refine_counts=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: counts and refine_counts were drawn from the same noise stream ...
+    """
+    seen: dict[int, str] = {}
+    for name, val in named.items():
+        key = getattr(val, "noise_key", val)
+        if key is None or isinstance(key, np.ndarray):
+            continue
+        key = int(key)
+        if key in seen:
+            raise ValueError(
+                f"{seen[key]} and {name} were drawn from the same noise stream (seed entropy "
+                f"{key}), so they reuse the same noise draws and a bound that combines them "
+                "counts those draws twice. Draw each with its own random_state (or call "
+                "sample_counts without random_state: every call then uses a fresh stream), or "
+                "let the estimator draw them."
+            )
+        seen[key] = name
 
 
 def noise_block_size(n_features: int, n: int) -> int:
@@ -382,8 +458,9 @@ def monte_carlo_counts(
 
     Returns
     -------
-    counts : ndarray of shape (n_inputs, n_classes), dtype int64
-        Each row sums to ``n``.
+    counts : MonteCarloCounts of shape (n_inputs, n_classes), dtype int64
+        Each row sums to ``n``. An ndarray whose ``noise_key`` names the noise
+        stream (the same ``random_state`` gives the same key and the same noise).
 
     Examples
     --------
@@ -413,7 +490,7 @@ def monte_carlo_counts(
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float32) if not isinstance(X, torch.Tensor) else X)
     Xt = Xt.to(device=dev, dtype=torch.float32)
     if Xt.ndim < 1 or Xt.shape[0] == 0:
-        return np.zeros((0, n_classes), dtype=np.int64)
+        return MonteCarloCounts(np.zeros((0, n_classes), dtype=np.int64))
     if Xt.ndim == 1:
         raise ValueError("X must have shape (n_inputs, ...); got a 1-D array. Use X[None].")
     if not torch.isfinite(Xt).all():
@@ -440,7 +517,9 @@ def monte_carlo_counts(
             if workers == 1 or n_groups == 1:
                 bar = _progress(n_inputs, verbose)
                 try:
-                    return _count_groups(forward, Xt, 0, progress=bar, **kwargs)
+                    return MonteCarloCounts(
+                        _count_groups(forward, Xt, 0, progress=bar, **kwargs), noise_key=root
+                    )
                 finally:
                     if bar is not None:
                         bar.close()
@@ -459,7 +538,7 @@ def monte_carlo_counts(
                 if b1 > b0
             ]
             parts = Parallel(n_jobs=n_jobs)(tasks)
-            return np.concatenate(parts, axis=0)
+            return MonteCarloCounts(np.concatenate(parts, axis=0), noise_key=root)
     finally:
         if was_training:
             forward.train()

@@ -20,12 +20,12 @@ from skorch.dataset import unpack_data
 from . import stats
 from .metrics import certified_accuracy
 from .results import CertificationResult
-from .sampling import monte_carlo_counts, resolve_seed
+from .sampling import MonteCarloCounts, monte_carlo_counts, resolve_seed
 
 __all__ = ["SmoothedClassifier"]
 
 # spawn keys of the independent random streams an estimator uses
-_SELECT, _ESTIMATE, _PREDICT, _TRAIN = 0, 1, 2, 3
+_SELECT, _ESTIMATE, _PREDICT, _TRAIN, _COUNTS = 0, 1, 2, 3, 4
 
 
 def _base_accuracy(net: Any, X: Any, y: Any) -> float:
@@ -359,6 +359,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         self._validate_smoothing_params()
         X, y = validate_data(self, X, y, reset=True, dtype=np.float32)
         check_classification_targets(y)
+        self._n_count_draws = 0
         classes = np.unique(y) if self.classes is None else np.asarray(self.classes)
         self._set_classes(classes)
         unknown = np.setdiff1d(np.unique(y), self.classes_)
@@ -424,7 +425,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         *,
         random_state: Any = None,
         noise_sharing: int | None = None,
-    ) -> np.ndarray:
+    ) -> MonteCarloCounts:
         """Monte Carlo class counts of the base network under this estimator's noise.
 
         Parameters
@@ -433,17 +434,28 @@ class SmoothedClassifier(NeuralNetClassifier):
         n : int, optional
             Samples per input; default ``self.n``.
         random_state : int, SeedSequence or None
-            Seed of this call; default: a stream derived from ``self.random_state``.
+            Seed of this call. ``None`` (default): a fresh stream on every call,
+            derived from ``self.random_state`` (call ``k`` after ``fit`` uses
+            stream ``k``, so a sequence of calls is reproducible), and never the
+            noise of an earlier call. Two calls with the same explicit seed
+            draw the *same* noise.
         noise_sharing : int, optional
             Override the estimator's ``noise_sharing`` (``1``: independent
             inputs).
 
         Returns
         -------
-        counts : ndarray of shape (n_inputs, n_classes)
-            Columns in ``classes_`` order; rows sum to ``n``.
+        counts : MonteCarloCounts of shape (n_inputs, n_classes)
+            Columns in ``classes_`` order; rows sum to ``n``. Its
+            ``noise_key`` names the noise stream, so that
+            :meth:`RRISESurrogate.conformalize <rrise_sklearn.RRISESurrogate.conformalize>`
+            can refuse counts that reuse each other's noise.
         """
         X = self._validate_X(X)
+        if random_state is None:
+            k = getattr(self, "_n_count_draws", 0)
+            self._n_count_draws = k + 1
+            random_state = np.random.SeedSequence(self._root_seed(), spawn_key=(_COUNTS, k))
         return self._counts(X, n or self.n, random_state, noise_sharing)
 
     def _counts(self, X: np.ndarray, n: int, seed: Any, noise_sharing: int | None = None) -> Any:

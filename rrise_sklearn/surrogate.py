@@ -28,13 +28,14 @@ from .calibration import (
     conformal_rank,
     conformal_threshold,
     conformity_scores,
+    exceedance_pvalue,
     mapie_threshold,
     min_calibration_size,
     probit,
 )
 from .metrics import certified_accuracy
 from .results import CertificationResult
-from .sampling import resolve_seed
+from .sampling import MonteCarloCounts, check_distinct_streams, resolve_seed
 from .smoothing import SmoothedClassifier, build_module
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
 
 # spawn keys of the surrogate's random streams
 _SPLIT, _TARGETS, _AUGMENT, _CALIB, _VERIFY, _TRAIN, _BASE, _REFINE = 10, 11, 12, 13, 14, 15, 16, 17
+_VERIFY_REFINE = 18
 
 
 class JensenShannonLoss(torch.nn.Module):
@@ -121,7 +123,9 @@ class VerificationReport:
     rate : float
         ``n_exceed / n_inputs``.
     p_value : float
-        One-sided binomial test of ``rate <= alpha_conf``.
+        Probability of at least ``n_exceed`` exceedances if the inputs are
+        exchangeable with the calibration set (Beta-Binomial law given the
+        calibration; see :func:`~rrise_sklearn.calibration.exceedance_pvalue`).
     alarm : bool
         ``p_value <= level``: recalibrate (the inputs have likely drifted).
     """
@@ -611,6 +615,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         if calibration_counts is not None and train_inputs is None:
             # without train_inputs X is split, so counts of X would not match the calibration part
             raise ValueError("calibration_counts needs train_inputs (then all of X calibrates).")
+        check_distinct_streams(train_counts=train_counts, calibration_counts=calibration_counts)
         X, y = self._prepare(X, y)
         timings: dict[str, float] = {}
 
@@ -695,7 +700,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         """Monte Carlo counts of ``X`` (independent noise per input), or checked given ones."""
         if counts is None:
             return self.smoothed_.sample_counts(X, n, random_state=seed, noise_sharing=1)
-        counts = np.asarray(counts)
+        counts = counts if isinstance(counts, MonteCarloCounts) else np.asarray(counts)
         if counts.shape != (len(X), len(self.classes_)) or np.any(counts.sum(1) != n):
             raise ValueError(
                 f"{name} must have shape ({len(X)}, {len(self.classes_)}) with rows summing "
@@ -727,6 +732,31 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         k = counts[np.arange(len(X)), top]
         y_mc = self._mc_bound(k, n, self.alpha_mc_ if alpha is None else alpha)
         return top, self._prediction(h, q), y_mc, k
+
+    def _refine_seed(self, random_state: Any) -> np.random.SeedSequence:
+        if random_state is None:
+            return self._stream(_REFINE)
+        return np.random.SeedSequence(resolve_seed(random_state), spawn_key=(_REFINE,))
+
+    def _check_streams(self, random_state: Any, counts: Any, refine_counts: Any) -> None:
+        """No two Monte Carlo inputs of one calibration may share noise (nor the targets')."""
+        cal = (
+            counts
+            if counts is not None
+            else resolve_seed(self._stream(_CALIB) if random_state is None else random_state)
+        )
+        ref = None
+        if self.n_refine is not None:
+            ref = (
+                refine_counts
+                if refine_counts is not None
+                else resolve_seed(self._refine_seed(random_state))
+            )
+        check_distinct_streams(
+            training_targets=getattr(self, "train_counts_", None),
+            calibration_counts=cal,
+            refine_counts=ref,
+        )
 
     def _refined_bounds(
         self,
@@ -776,12 +806,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
                 X, n_ref, None, refine_counts, name=f"refine_counts (n_refine={n_ref})"
             )[idx]
         else:
-            seed = (
-                self._stream(_REFINE)
-                if random_state is None
-                else np.random.SeedSequence(resolve_seed(random_state), spawn_key=(_REFINE,))
-            )
-            extra = self._counts_of(X[idx], n_ref, seed)
+            extra = self._counts_of(X[idx], n_ref, self._refine_seed(random_state))
         pooled = self._mc_bound(
             k[idx] + extra[np.arange(len(idx)), top[idx]], n_cal + n_ref, self.alpha_mc_ / 2
         )
@@ -823,14 +848,19 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             expensive calibration run.
         refine_counts : array-like of shape (m, n_classes), optional
             With ``n_refine``: precomputed counts of ``X_cal`` with ``n_refine``
-            samples each, drawn independently of ``counts``; only the rows of the
-            refined inputs are used.
+            samples each, drawn independently of ``counts`` (two calls of
+            ``smoothed.sample_counts`` without ``random_state`` are: each call
+            uses a fresh stream); only the rows of the refined inputs are used.
 
         Raises
         ------
         ValueError
             If the calibration set is too small for ``alpha_conf`` (the message
-            names the minimum size).
+            names the minimum size), or if ``counts``, ``refine_counts``, the
+            estimator's own draws or the training targets come from the same
+            noise stream (they would count the same draws twice; counts from
+            ``sample_counts`` carry their stream in ``noise_key``, plain arrays
+            cannot be checked).
         """
         self._check_fitted(calibrated=False)
         X_cal = self._X(X_cal)
@@ -841,6 +871,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         refine = self.n_refine is not None
         if refine_counts is not None and not refine:
             raise ValueError("refine_counts needs n_refine (the samples per refined input).")
+        self._check_streams(random_state, counts, refine_counts)
         # with a second stage each stage's bounds hold at alpha_mc / 2 (union bound)
         alpha_1 = self.alpha_mc_ / 2 if refine else self.alpha_mc_
         t = np.log(alpha_1) / n_cal
@@ -862,6 +893,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         self.calibration_scores_ = scores
         self.calibration_classes_ = top
         self.n_calibration_ = m
+        self.calibration_samples_ = n_cal
         if not self.mondrian:
             tau = conformal_threshold(scores, self.alpha_conf, self.pac_delta)
             if self.pac_delta is None:
@@ -977,35 +1009,117 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
     def verify(
         self, X: Any, n: int | None = None, *, level: float = 0.01, random_state: Any = None
     ) -> VerificationReport:
-        """Check deployed certificates against fresh Monte Carlo (a drift alarm).
+        """One-shot drift test: do fresh Monte Carlo scores still look like the calibration's?
 
-        Runs ``n`` fresh samples per input (default ``n_calibration``, plus
-        ``n_refine`` when set), computes each input's score as in calibration
-        (one stage at ``alpha_mc``), and tests whether the
-        rate of scores above the threshold exceeds ``alpha_conf`` (one-sided
-        binomial test). An alarm means the inputs no longer look like the
-        calibration set: recalibrate with :meth:`conformalize`.
+        Draws fresh Monte Carlo samples for every input of ``X`` exactly as the
+        calibration did (``n_calibration`` samples, bound at the calibration's
+        level; with ``n_refine``, every input also gets the second stage, which
+        can only lower its score), counts the scores above the threshold, and
+        tests that count against its law under exchangeability: given the
+        calibration draw, the count is Beta-Binomial (see
+        :func:`~rrise_sklearn.calibration.exceedance_distribution`; one term per
+        class with ``mondrian``), not Binomial(len(X), alpha_conf) - a binomial
+        test raised false alarms at 0.15-0.36 instead of 0.01 at the calibration
+        sizes this library uses. With no drift the alarm rate is at most
+        ``level`` (marginally over the calibration and verification draws).
+
+        Use it once on a fresh sample of deployment inputs. Testing after every
+        batch of traffic inflates the false-alarm rate with the number of looks.
+
+        Parameters
+        ----------
+        X : array-like of shape (m_v, n_features)
+            Deployment inputs, not used for training or calibration.
+        n : int, optional
+            Samples per input. Must equal the calibration's ``n_calibration``
+            (the default): another ``n`` changes the law of the scores, and the
+            test would no longer hold its level.
+        level : float, default=0.01
+            False-alarm probability of the test.
+        random_state : int or None, optional
+            Seed of the verification Monte Carlo; default a stream derived from
+            the estimator's ``random_state``, distinct from the calibration's.
+
+        Returns
+        -------
+        report : VerificationReport
+
+        Raises
+        ------
+        ValueError
+            If ``n`` differs from the calibration's sample size, ``level`` is
+            not in (0, 1), or the surrogate is not calibrated.
         """
         self._check_fitted()
         if not self.calibrate:
             raise ValueError("verify needs a calibrated surrogate (calibrate=True).")
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1); got level={level!r}.")
         X = self._X(X)
-        n = int(n or (self.n_calibration or self.smoothed_.n) + (self.n_refine or 0))
-        top, y_hat, y_mc, _ = self._calibration_evidence(X, n, _VERIFY, random_state)
+        n_cal = int(self.calibration_samples_)
+        if n is not None and int(n) != n_cal:
+            raise ValueError(
+                f"verify(n={n}) differs from the calibration's n_calibration={n_cal}: the scores "
+                "would follow another law and the test would not hold its level. Call "
+                "verify(X) (it uses the calibration's n), or recalibrate with "
+                "set_params(n_calibration=...) and conformalize(X_cal)."
+            )
+        refine = self.n_refine is not None
+        alpha_1 = self.alpha_mc_ / 2 if self.n_refine is not None else self.alpha_mc_
+        top, y_hat, y_mc, k = self._calibration_evidence(
+            X, n_cal, _VERIFY, random_state, alpha=alpha_1
+        )
+        if refine:
+            seed = (
+                self._stream(_VERIFY_REFINE)
+                if random_state is None
+                else np.random.SeedSequence(resolve_seed(random_state), spawn_key=(_REFINE,))
+            )
+            extra = self._counts_of(X, int(self.n_refine), seed)
+            pooled = self._mc_bound(
+                k + extra[np.arange(len(X)), top], n_cal + int(self.n_refine), alpha_1
+            )
+            y_mc = np.maximum(y_mc, pooled)
         exceed = self._scores(y_hat, y_mc) > self._threshold_for(top)
         certified = self._calibrated_z(top, y_hat) > 0  # the deployed certificates
-        k, m = int(exceed.sum()), len(X)
-        p_value = float(_sps.binom.sf(k - 1, m, self.alpha_conf)) if k else 1.0
+        n_exceed, m = int(exceed.sum()), len(X)
+        m_new, m_cal, rank = self._exceedance_groups(top)
+        p_value = exceedance_pvalue(n_exceed, m_new, m_cal, rank)
         return VerificationReport(
             n_inputs=m,
             n_certified=int(certified.sum()),
             n_contradicted=int((exceed & certified).sum()),
-            n_exceed=k,
-            rate=k / m,
+            n_exceed=n_exceed,
+            rate=n_exceed / m if m else 0.0,
             alpha_conf=float(self.alpha_conf),
             p_value=p_value,
             alarm=p_value <= level,
         )
+
+    def _exceedance_groups(self, top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per calibration group: new inputs, calibration inputs, threshold rank.
+
+        A group whose threshold is infinite (too few calibration points) gets
+        rank ``m_cal + 1`` (no exceedances possible).
+        """
+        if not self.mondrian:
+            m = int(self.n_calibration_)
+            return (
+                np.array([len(top)]),
+                np.array([m]),
+                np.array([conformal_rank(m, self.alpha_conf, self.pac_delta)]),
+            )
+        K = len(self.classes_)
+        m_new = np.bincount(top, minlength=K)
+        m_cal = np.bincount(self.calibration_classes_, minlength=K)
+        rank = np.empty(K, dtype=np.int64)
+        for c in range(K):
+            try:
+                rank[c] = conformal_rank(int(m_cal[c]), self.alpha_conf, self.pac_delta)
+            except ValueError:
+                rank[c] = m_cal[c] + 1
+        keep = m_cal > 0  # a class with no calibration point has tau = inf: no exceedances
+        return m_new[keep], m_cal[keep], rank[keep]
 
     def _measure_amortization(self, X_cal: np.ndarray, timings: dict) -> None:
         probe = X_cal[: min(len(X_cal), 32)]

@@ -122,3 +122,33 @@ def test_probit_precise_near_one():
     q = np.array([1e-3, 1e-9, 1e-15])
     np.testing.assert_allclose(probit(1 - q, q), sps.norm.isf(q), rtol=1e-12)
     assert probit(0.0) == -38.0
+
+
+@pytest.mark.parametrize(
+    "groups", [[(500, 49, 45)], [(40, 19, 19)], [(300, 99, 90), (200, 30, 28), (7, 5, 6)]]
+)
+def test_exceedance_law_matches_a_simulation_of_exchangeable_scores(groups):
+    """Oracle: draw continuous exchangeable scores, take the rank-th calibration score per
+    group, count new scores above it; the exact law must match the simulated one."""
+    from rrise_sklearn.calibration import exceedance_distribution
+
+    m_new, m_cal, rank = (np.array(g) for g in zip(*groups, strict=True))
+    pmf = exceedance_distribution(m_new, m_cal, rank)
+    assert np.isclose(pmf.sum(), 1.0) and len(pmf) == m_new.sum() + 1
+    rng = np.random.default_rng(0)
+    reps = 20_000
+    total = np.zeros(reps, dtype=np.int64)
+    for mn, mc, k in groups:
+        cal = np.sort(rng.random((reps, mc)), axis=1)
+        tau = cal[:, k - 1] if k <= mc else np.full(reps, np.inf)
+        total += (rng.random((reps, mn)) > tau[:, None]).sum(axis=1)
+    mean = np.arange(len(pmf)) @ pmf
+    assert abs(total.mean() - mean) < 4 * total.std() / np.sqrt(reps)
+    for t in np.quantile(total, [0.5, 0.9, 0.99]).astype(int):
+        p = pmf[t:].sum()
+        assert abs(np.mean(total >= t) - p) < 4 * np.sqrt(p * (1 - p) / reps) + 1e-3
+    # the binomial law a one-shot test used to assume is far from it
+    alpha = 1 - rank[0] / (m_cal[0] + 1)
+    t99 = int(np.quantile(total, 0.99))
+    if len(groups) == 1 and m_new[0] >= 100:
+        assert sps.binom.sf(t99 - 1, m_new[0], alpha) < 0.2 * pmf[t99:].sum()

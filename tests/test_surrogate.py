@@ -223,17 +223,44 @@ def test_reuse_precomputed_targets(linear_setup):
 def test_verify_flags_a_broken_threshold(linear_setup):
     kl, _, sur = linear_setup
     X = _draw(kl, 200, np.random.default_rng(9))
-    report = sur.verify(X, n=300)
+    report = sur.verify(X)
     assert report.n_inputs == 200
     assert 0 <= report.n_contradicted <= report.n_certified
     assert report.rate == report.n_exceed / 200
     saved = sur.threshold_
     try:
         sur.threshold_ = saved - 5.0  # a far too optimistic calibration
-        bad = sur.verify(X, n=300)
+        bad = sur.verify(X)
     finally:
         sur.threshold_ = saved
     assert bad.alarm and bad.n_exceed > report.n_exceed and bad.p_value < 1e-6
+    # another n than the calibration's changes the scores' law: refused
+    with pytest.raises(ValueError, match="differs from the calibration's n_calibration"):
+        sur.verify(X, n=300)
+    with pytest.raises(ValueError, match="level"):
+        sur.verify(X, level=1.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", [{}, {"mondrian": True}], ids=["one-threshold", "mondrian"])
+def test_verify_false_alarm_rate_without_drift_is_within_level(linear_setup, params):
+    """No drift (calibration and verification inputs from one distribution): the alarm
+    rate stays within ``level``. The binomial test verify used before, recomputed from the
+    same reports, alarms far more often (the harness can fail)."""
+    kl, sigma, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(alpha_conf=0.1, n_calibration=500, **params)
+    rng = np.random.default_rng(5)
+    reps, level, m_cal, m_ver = 200, 0.05, 49, 300
+    alarms = binomial_alarms = 0
+    for t in range(reps):
+        sur.conformalize(_draw(kl, m_cal, rng), random_state=t)
+        rep = sur.verify(_draw(kl, m_ver, rng), level=level, random_state=10_000 + t)
+        alarms += rep.alarm
+        binomial_alarms += sps.binom.sf(rep.n_exceed - 1, m_ver, 0.1) <= level
+    tol = sps.binom.ppf(1 - 1e-4, reps, level)
+    assert alarms <= tol, (alarms, tol)
+    if not params:
+        assert binomial_alarms > tol, (binomial_alarms, tol)
 
 
 def test_errors(linear_setup):
@@ -361,3 +388,31 @@ def test_ensemble_of_members_is_one_calibrated_network(linear_setup, tmp_path):
     np.testing.assert_array_equal(again.certify(X_test).radius, ens.certify(X_test).radius)
     with pytest.raises(ValueError, match="n_members"):
         RRISESurrogate(sur.smoothed, n_members=0).fit(X_cal, train_inputs=X_train)
+
+
+def test_calibration_refuses_counts_that_share_noise(linear_setup):
+    kl, _, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(n_refine=4000, refine_size=5)
+    smoothed = sur.smoothed_
+    X = _draw(kl, 60, np.random.default_rng(12))
+    n_cal = sur.n_calibration or smoothed.n
+    same_a = smoothed.sample_counts(X, n_cal, random_state=3, noise_sharing=1)
+    same_b = smoothed.sample_counts(X, 4000, random_state=3, noise_sharing=1)
+    with pytest.raises(ValueError, match="same noise stream"):
+        sur.conformalize(X, counts=same_a, refine_counts=same_b)
+    # a slice keeps its stream: still refused
+    with pytest.raises(ValueError, match="same noise stream"):
+        sur.conformalize(X[:50], counts=same_a[:50], refine_counts=same_b[:50])
+    # the estimator's own calibration stream reused as refine_counts is refused too
+    own = smoothed.sample_counts(X, 4000, random_state=sur._stream(13), noise_sharing=1)
+    with pytest.raises(ValueError, match="same noise stream"):
+        sur.conformalize(X, refine_counts=own)
+    # the training targets' noise is not reused for calibration
+    with pytest.raises(ValueError, match="same noise stream"):
+        sur.conformalize(X, counts=smoothed.sample_counts(
+            X, n_cal, random_state=sur.train_counts_.noise_key, noise_sharing=1))  # fmt: skip
+    # two natural calls are independent streams: accepted
+    a = smoothed.sample_counts(X, n_cal, noise_sharing=1)
+    b = smoothed.sample_counts(X, 4000, noise_sharing=1)
+    sur.conformalize(X, counts=a, refine_counts=b)
+    assert len(sur.refined_) == 5
