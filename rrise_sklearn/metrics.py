@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sps
 
+from .calibration import exceedance_distribution
+
 __all__ = [
     "abstain_rate",
     "acr_scorer",
@@ -98,46 +100,90 @@ def abstain_rate(radius: Any) -> float:
     return float(np.mean(r <= 0))
 
 
+def _dependence(result: Any) -> str:
+    """How the certificates of a result depend on each other, from how they were drawn."""
+    info = getattr(result, "info", {}) or {}
+    dep = info.get("dependence")
+    if dep == "conformal":
+        return "conformal"
+    if dep == "none":
+        raise ValueError(
+            "These certificates are uncalibrated (calibrate=False): they carry no error "
+            "level, so no dataset-level bound exists for them."
+        )
+    sharing = info.get("noise_sharing")
+    if sharing is None:
+        return "unknown"
+    return "independent" if int(sharing) == 1 else "shared-noise"
+
+
 def certified_accuracy_lower_bound(
     y_true: Any,
     prediction: Any,
-    radius: Any,
+    radius: Any = None,
     r: Any = 0.0,
     *,
-    alpha: float,
+    alpha: float | None = None,
     rho: float = 0.05,
-    independent: bool = False,
+    independent: bool | None = None,
 ) -> Any:
     """Certified accuracy corrected to hold with probability ``1 - rho`` over the test set.
 
-    Each certificate is wrong with probability at most ``alpha``, so the
-    number ``W`` of wrong certificates among the ``n`` test inputs has
-    ``E[W] <= alpha n``. Subtracting a ``1 - rho`` upper bound on ``W`` from the
-    number of inputs counted as certified-correct gives a count of inputs that
-    are *truly* correct and robust at ``r``, with probability ``>= 1 - rho``:
+    Each certificate is wrong with probability at most ``alpha``. Subtracting
+    a ``1 - rho`` upper bound on the number ``W`` of wrong certificates from
+    the number of inputs counted as certified-correct gives a count of inputs
+    that are *truly* correct and robust at ``r``, with probability
+    ``>= 1 - rho``. The upper bound on ``W`` depends on how the certificates'
+    errors depend on each other, which the function reads from a
+    :class:`~rrise_sklearn.results.CertificationResult`:
 
-    * ``independent=False`` (always valid): Markov's inequality,
-      ``W <= alpha n / rho``.
-    * ``independent=True``: the certificates' Monte Carlo draws are
-      independent (certify with ``noise_sharing=1``), so ``W`` is dominated by
-      ``Bin(n, alpha)``; its ``1 - rho`` quantile is much tighter.
+    * Monte Carlo certificates with ``noise_sharing=1`` (independent draws):
+      ``W`` is dominated by ``Bin(n, alpha)``; its ``1 - rho`` quantile.
+    * Monte Carlo certificates with shared noise (the default
+      ``noise_sharing=16``: errors coincide within a group), or plain arrays:
+      Markov's inequality, ``W <= alpha n / rho`` (valid under any
+      dependence).
+    * RRISE certificates (one shared threshold): a wrong certificate needs its
+      input's conformity score above the threshold or a failed Monte Carlo
+      bound. Given the calibration draw, the number of scores above the
+      threshold follows the Beta-Binomial law of
+      :func:`~rrise_sklearn.calibration.exceedance_distribution`; the number of
+      failed bounds is dominated by ``Bin(n, alpha_mc)``. ``W`` is bounded by
+      the sum of their ``1 - rho/2`` quantiles. This needs the test inputs to
+      be exchangeable with the calibration set (the guarantee's own
+      assumption).
 
     Parameters
     ----------
-    y_true, prediction, radius : array-like of shape (n_inputs,)
-        As in :func:`certified_accuracy`.
+    y_true : array-like of shape (n_inputs,)
+        True labels.
+    prediction : CertificationResult or array-like of shape (n_inputs,)
+        The certificates (preferred: the result of ``certify``), or the
+        predictions, with ``radius`` and ``alpha`` given.
+    radius : array-like of shape (n_inputs,), optional
+        Radii; only with array predictions.
     r : float or array-like, default=0.0
         Radius (or radii).
-    alpha : float
-        The certifier's per-certificate error level.
+    alpha : float, optional
+        The per-certificate error level; taken from the result when one is
+        given (for RRISE, ``alpha_conf + alpha_mc`` enters only the check).
     rho : float, default=0.05
         Probability that the corrected figure is too high.
-    independent : bool, default=False
-        Whether the certificates are independent (see above).
+    independent : bool, optional
+        ``None`` (default): choose from the result as above. ``True`` demands
+        the binomial variant and is refused unless the result records
+        independent draws (``noise_sharing=1``); plain arrays cannot show that,
+        so pass the result. ``False``: Markov's inequality.
 
     Returns
     -------
     accuracy : float or ndarray
+
+    Raises
+    ------
+    ValueError
+        If ``independent=True`` for certificates that are not independent (or
+        whose provenance is unknown), or on malformed input.
 
     Examples
     --------
@@ -145,18 +191,58 @@ def certified_accuracy_lower_bound(
     >>> y = [0] * 1000
     >>> certified_accuracy_lower_bound(y, y, [1.0] * 1000, alpha=0.001, rho=0.05)
     0.98
-    >>> certified_accuracy_lower_bound(y, y, [1.0] * 1000, alpha=0.001, independent=True)
+    >>> import numpy as np
+    >>> from rrise_sklearn.results import CertificationResult
+    >>> res = CertificationResult(np.zeros(1000, int), np.ones(1000), np.full(1000, 0.9),
+    ...                           info={"alpha": 0.001, "noise_sharing": 1})
+    >>> certified_accuracy_lower_bound(y, res)
     0.997
     """
+    from .results import CertificationResult
+
+    if isinstance(prediction, CertificationResult):
+        if radius is not None:
+            raise ValueError("Pass either a CertificationResult or prediction and radius.")
+        result = prediction
+        prediction, radius = result.prediction, result.radius
+        dep = _dependence(result)
+        info = result.info
+        if dep == "conformal":
+            alpha = float(info["alpha_conf"]) + float(info["alpha_mc"])
+        elif alpha is None:
+            alpha = info.get("alpha")
+    else:
+        if radius is None:
+            raise ValueError("radius is required with array predictions.")
+        dep = "unknown"
+        info = {}
+    if alpha is None:
+        raise ValueError("alpha is required: the certifier's per-certificate error level.")
     y, p, rad = _check_arrays(y_true, prediction, radius)
     if not 0 < alpha < 1 or not 0 < rho < 1:
         raise ValueError(f"alpha and rho must lie in (0, 1); got alpha={alpha}, rho={rho}.")
+    if independent and dep != "independent":
+        why = {
+            "shared-noise": "these Monte Carlo certificates share noise within groups of "
+            f"noise_sharing={info.get('noise_sharing')} inputs, so their errors coincide",
+            "conformal": "RRISE certificates share one calibrated threshold, so their errors "
+            "are dependent (the default independent=None accounts for it)",
+            "unknown": "plain arrays do not show how the certificates were drawn; pass the "
+            "CertificationResult of a SmoothedClassifier(noise_sharing=1).certify(X)",
+        }[dep]
+        raise ValueError(f"independent=True is not valid here: {why}.")
     n = len(y)
     acc = np.asarray(certified_accuracy(y, p, rad, r), dtype=np.float64)
-    if independent:
-        wrong = float(_sps.binom.ppf(1 - rho, n, alpha))
-    else:
+    if independent is False or dep in ("shared-noise", "unknown"):
         wrong = alpha * n / rho
+    elif dep == "independent":
+        wrong = float(_sps.binom.ppf(1 - rho, n, alpha))
+    else:  # conformal
+        g = info["conformal_groups"]
+        pmf = exceedance_distribution(g["m_new"], g["m_cal"], g["rank"])
+        exceed = int(np.searchsorted(np.cumsum(pmf), 1 - rho / 2 - 1e-12))
+        mc = float(_sps.binom.ppf(1 - rho / 2, n, float(info["alpha_mc"])))
+        wrong = exceed + mc
     out = np.maximum(0.0, acc - wrong / n)
     return float(out) if out.ndim == 0 else out
 

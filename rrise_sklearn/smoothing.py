@@ -593,7 +593,14 @@ class SmoothedClassifier(NeuralNetClassifier):
             counts=counts,
             abstain_label=self.abstain_label_,
             n_samples=np.full(len(X), n0 + n, dtype=np.int64),
-            info={"sigma": sigma, "alpha": alpha, "n0": n0, "n": n, "method": method},
+            info={
+                "sigma": sigma,
+                "alpha": alpha,
+                "n0": n0,
+                "n": n,
+                "method": method,
+                "noise_sharing": int(self.noise_sharing),
+            },
         )
 
     def certify_adaptive(
@@ -763,6 +770,7 @@ class SmoothedClassifier(NeuralNetClassifier):
             active[idx[done]] = False
         prediction = self._labels(top, best_r <= 0)
         info = {
+            "noise_sharing": int(self.noise_sharing),
             "sigma": sigma,
             "alpha": alpha,
             "n0": n0,

@@ -981,6 +981,9 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
                 "alpha_mc": self.alpha_mc_,
                 "conformity_score": self.conformity_score,
                 "calibrated": bool(self.calibrate),
+                # how the certificates' errors depend on each other (one shared threshold)
+                "dependence": "conformal" if self.calibrate else "none",
+                **(self._conformal_info(top) if self.calibrate else {}),
             },
         )
 
@@ -1095,6 +1098,11 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
             p_value=p_value,
             alarm=p_value <= level,
         )
+
+    def _conformal_info(self, top: np.ndarray) -> dict:
+        """What a dataset-level bound needs to account for the shared threshold."""
+        m_new, m_cal, rank = self._exceedance_groups(top)
+        return {"conformal_groups": {"m_new": m_new, "m_cal": m_cal, "rank": rank}}
 
     def _exceedance_groups(self, top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per calibration group: new inputs, calibration inputs, threshold rank.

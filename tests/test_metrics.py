@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 from sklearn.model_selection import GridSearchCV
 
 from rrise_sklearn import SmoothedClassifier
@@ -19,6 +20,7 @@ from rrise_sklearn.metrics import (
 )
 from rrise_sklearn.nets import MLP
 from rrise_sklearn.plotting import CertifiedAccuracyDisplay, plot_certified_regions
+from rrise_sklearn.results import CertificationResult
 
 
 def test_certified_accuracy_by_hand():
@@ -59,9 +61,13 @@ def test_lower_bound_holds_with_probability_one_minus_rho(independent):
         wrong = rng.random(n) < alpha  # these certificates claim correct but are not
         claimed = truly_ok | wrong
         pred = np.where(claimed, 0, 1)
-        bound = certified_accuracy_lower_bound(
-            y, pred, np.ones(n), alpha=alpha, rho=rho, independent=independent
-        )
+        if independent:  # the result must show independent draws
+            res = CertificationResult(
+                pred, np.ones(n), np.ones(n), info={"alpha": alpha, "noise_sharing": 1}
+            )
+            bound = certified_accuracy_lower_bound(y, res, rho=rho, independent=True)
+        else:
+            bound = certified_accuracy_lower_bound(y, pred, np.ones(n), alpha=alpha, rho=rho)
         true_acc = np.mean(truly_ok)
         misses += bound > true_acc
     assert misses / sims <= rho
@@ -117,3 +123,45 @@ def test_plots_return_matplotlib_objects(digits_small):
     assert ax.images
     with pytest.raises(ValueError, match="2-D"):
         plot_certified_regions(clf, np.zeros((3, 3)))
+
+
+def test_lower_bound_refuses_an_independence_it_cannot_see():
+    y = np.zeros(10, dtype=int)
+    with pytest.raises(ValueError, match="plain arrays do not show"):
+        certified_accuracy_lower_bound(y, y, np.ones(10), alpha=0.01, independent=True)
+    shared = CertificationResult(
+        y, np.ones(10), np.ones(10), info={"alpha": 0.01, "noise_sharing": 16}
+    )
+    with pytest.raises(ValueError, match="share noise within groups of noise_sharing=16"):
+        certified_accuracy_lower_bound(y, shared, independent=True)
+    # default: Markov for shared noise, equal to the explicit Markov variant
+    assert certified_accuracy_lower_bound(y, shared) == certified_accuracy_lower_bound(
+        y, y, np.ones(10), alpha=0.01
+    )
+    with pytest.raises(ValueError, match="alpha is required"):
+        certified_accuracy_lower_bound(y, y, np.ones(10))
+
+
+@pytest.mark.slow
+def test_lower_bound_with_shared_noise_holds_and_the_binomial_variant_would_not(known_linear):
+    """4,000 inputs at one distance from a linear boundary, certified with the default
+    noise_sharing=16: the bound chosen from the result holds w.p. >= 1 - rho; the binomial
+    (independent) bound, computed by hand on the same certificates, fails far more often."""
+    kl = known_linear
+    sigma, alpha, rho, n_in, reps = 0.5, 0.05, 0.05, 4000, 120
+    d = sigma * sps.norm.ppf(0.8)
+    X = kl.points_at_distance(np.full(n_in, d), seed=1)
+    g, dist, _ = kl.exact(X, sigma)
+    clf = kl.smoothed(sigma=sigma, n0=10, n=100, alpha=alpha, noise_sharing=16)
+    misses = binomial_misses = 0
+    for t in range(reps):
+        res = clf.certify(X, random_state=t)
+        ok = (res.prediction == g) & (res.radius > 0)
+        truly = np.mean(ok & (res.radius <= dist))  # certified and right
+        misses += certified_accuracy_lower_bound(g, res, rho=rho) > truly
+        counted = np.mean(ok)
+        binomial_misses += counted - sps.binom.ppf(1 - rho, n_in, alpha) / n_in > truly
+    tol = sps.binom.ppf(1 - 1e-4, reps, rho)
+    assert misses <= tol, (misses, tol)
+    assert binomial_misses > tol, (binomial_misses, tol)
+    print(f"shared-noise bound missed {misses}/{reps}, binomial {binomial_misses}/{reps}")

@@ -416,3 +416,45 @@ def test_calibration_refuses_counts_that_share_noise(linear_setup):
     b = smoothed.sample_counts(X, 4000, noise_sharing=1)
     sur.conformalize(X, counts=a, refine_counts=b)
     assert len(sur.refined_) == 5
+
+
+@pytest.mark.slow
+def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup):
+    """RRISE certificates share one threshold, so their errors are dependent. The
+    conformal-aware bound chosen from the result holds w.p. >= 1 - rho over fresh
+    calibration and test sets, judged against a stricter truth than "right": a certificate
+    counts only if its input's fresh Monte Carlo score is within the threshold and its
+    Monte Carlo bound holds (the proof's events; a wrong certificate fails one of them,
+    and they occur at about the nominal rate, so this harness can fail). The binomial bound
+    at alpha_conf + alpha_mc, computed by hand on the same certificates, fails it far more
+    often (and the function refuses it)."""
+    from rrise_sklearn import stats as rs
+    from rrise_sklearn.metrics import certified_accuracy_lower_bound
+
+    kl, sigma, sur = linear_setup
+    n_cal = 500
+    sur = copy.deepcopy(sur).set_params(alpha_conf=0.1, n_calibration=n_cal)
+    rng = np.random.default_rng(21)
+    rho, reps, m_test = 0.05, 200, 500
+    misses = binomial_misses = 0
+    for t in range(reps):
+        sur.conformalize(_draw(kl, 9, rng), random_state=t)  # tau = max of 9 scores
+        X = _draw(kl, m_test, rng)
+        g, dist, p = kl.exact(X, sigma)
+        res = sur.certify(X)
+        ok = (res.prediction == g) & (res.radius > 0)
+        assert not np.any(ok & (res.radius > dist) & (res.radius > 0) & ~ok)
+        top, y_hat, y_mc, k = sur._calibration_evidence(X, n_cal, 99, 10_000 + t)
+        exceed = sur._scores(y_hat, y_mc) > sur._threshold_for(top)
+        fail = rs.clopper_pearson_lower(k, n_cal, sur.alpha_mc_) > np.where(top == g, p, 1 - p)
+        strict = np.mean(ok & ~exceed & ~fail)
+        assert strict <= np.mean(ok & (res.radius <= dist))  # stricter than "right"
+        misses += certified_accuracy_lower_bound(g, res, rho=rho) > strict
+        level = sur.alpha_conf + sur.alpha_mc_
+        binomial_misses += np.mean(ok) - sps.binom.ppf(1 - rho, m_test, level) / m_test > strict
+    tol = sps.binom.ppf(1 - 1e-4, reps, rho)
+    assert misses <= tol, (misses, tol)
+    assert binomial_misses > tol, (binomial_misses, tol)
+    print(f"conformal bound missed {misses}/{reps}, binomial {binomial_misses}/{reps}")
+    with pytest.raises(ValueError, match="share one calibrated threshold"):
+        certified_accuracy_lower_bound(g, res, independent=True)
