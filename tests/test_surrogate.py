@@ -458,3 +458,61 @@ def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup):
     print(f"conformal bound missed {misses}/{reps}, binomial {binomial_misses}/{reps}")
     with pytest.raises(ValueError, match="share one calibrated threshold"):
         certified_accuracy_lower_bound(g, res, independent=True)
+
+
+def _exact_counts(kl, sigma, X, n, rng):
+    """Monte Carlo counts of the linear model drawn from their exact binomial law."""
+    _, _, p = kl.exact(X, sigma)
+    p1 = np.where(X.astype(np.float64) @ kl.w + kl.b > 0, p, 1 - p)  # P(class 1)
+    k1 = rng.binomial(n, p1)
+    return np.stack([n - k1, k1], axis=1)
+
+
+def _event_trials(kl, sigma, sur, alpha_conf, trials, rng, m=99):
+    """Independent trials of the proof's events with exact-law Monte Carlo counts.
+
+    Each trial: a fresh calibration set (counts from the exact binomial law, through
+    ``conformalize(counts=...)``), one fresh test input; counts E = {the test input's
+    fresh score exceeds tau} or {its Monte Carlo bound exceeds the true p}, and wrong
+    certificates. P(E) <= alpha_conf + alpha_mc, with equality in the conformal part
+    when (m + 1) alpha_conf is an integer, and a wrong certificate implies E.
+    """
+    from rrise_sklearn import stats as rs
+
+    sur = copy.deepcopy(sur).set_params(alpha_conf=alpha_conf)
+    n = sur.n_calibration
+    events = wrong = 0
+    for _ in range(trials):
+        X_cal = _draw(kl, m, rng)
+        sur.conformalize(X_cal, counts=_exact_counts(kl, sigma, X_cal, n, rng))
+        x = _draw(kl, 1, rng)
+        g, dist, p = kl.exact(x, sigma)
+        res = sur.certify(x)
+        wrong += int(res.radius[0] > 0 and (res.prediction[0] != g[0] or res.radius[0] > dist[0]))
+        top, h, q = sur._top(x)
+        k = _exact_counts(kl, sigma, x, n, rng)[0, top]
+        p_top = p if top[0] == g[0] else 1 - p
+        score = sur._scores(sur._prediction(h, q), sur._mc_bound(k, n, sur.alpha_mc_))
+        fail = rs.clopper_pearson_lower(k, n, sur.alpha_mc_) > p_top
+        events += int(score[0] > sur._threshold_for(top)[0] or fail[0])
+    return events, wrong
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("score", ["radius"])
+def test_guarantee_harness_catches_a_procedure_at_1_3x_the_bound(linear_setup, score):
+    """The guarantee checked with enough trials to catch a certifier whose error rate is
+    1.3x the stated bound with probability >= 1/2 (computed exactly below); the negative
+    control is a threshold set for alpha_conf = 0.07 while claiming 0.05 (1.37x)."""
+    kl, sigma, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(conformity_score=score, n_calibration=300)
+    trials, alpha_conf = 3500, 0.05
+    bound = alpha_conf + sur.alpha_mc_
+    tol = sps.binom.ppf(1 - 1e-4, trials, bound)
+    assert sps.binom.sf(tol, trials, 1.3 * bound) >= 0.5  # the harness's power at 1.3x
+    events, wrong = _event_trials(kl, sigma, sur, alpha_conf, trials, np.random.default_rng(7))
+    assert wrong <= events <= tol, (wrong, events, tol)
+    assert events >= sps.binom.ppf(1e-4, trials, alpha_conf)  # E is not vacuous: near 0.05
+    bad, _ = _event_trials(kl, sigma, sur, 0.07, trials, np.random.default_rng(7))
+    assert bad > tol, (bad, tol)
+    print(f"{score}: E {events}/{trials}, wrong {wrong}, tol {tol:.0f}, 1.37x control {bad}")
