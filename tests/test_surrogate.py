@@ -516,3 +516,23 @@ def test_guarantee_harness_catches_a_procedure_at_1_3x_the_bound(linear_setup, s
     bad, _ = _event_trials(kl, sigma, sur, 0.07, trials, np.random.default_rng(7))
     assert bad > tol, (bad, tol)
     print(f"{score}: E {events}/{trials}, wrong {wrong}, tol {tol:.0f}, 1.37x control {bad}")
+
+
+@pytest.mark.parametrize("m", [499, 899, 999])
+def test_mapie_cross_check_never_fails_a_correct_calibration(linear_setup, m):
+    """At these sizes MAPIE 1.6 picks one order statistic more conservative than the exact
+    one at alpha_conf = 0.05; the calibration must go through with our exact threshold."""
+    from rrise_sklearn.calibration import mapie_threshold
+
+    _, _, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(alpha_conf=0.05, conformity_score="radius")
+    rng = np.random.default_rng(m)
+    y_hat = rng.uniform(0.5, 2.5, size=m)
+    y_mc = y_hat - rng.exponential(0.2, size=m)
+    scores = np.sort(sur._scores(y_hat, y_mc))
+    tau = conformal_threshold(scores, 0.05)
+    sur._cross_check(y_hat, y_mc, tau)  # does not raise
+    tau_mapie = mapie_threshold(y_hat, y_mc, 0.05)
+    assert tau_mapie >= tau - 1e-12  # MAPIE is never less conservative
+    with pytest.raises(RuntimeError, match="mismatch"):
+        sur._cross_check(y_hat, y_mc, float(scores[10]))  # a wrong threshold is still caught
