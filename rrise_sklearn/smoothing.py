@@ -4,6 +4,7 @@ randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,28 @@ def build_module(net: Any) -> Any:
 def _certified_at(radius: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """(n_inputs, n_radii): radius >= r, and not abstaining (radius > 0) for r = 0."""
     return (radius[:, None] >= grid[None, :]) & (radius[:, None] > 0)
+
+
+def _warn_if_n_too_small(n: int, alpha: float, what: str) -> None:
+    """Warn when no ``n``-sample outcome can certify (or decide) at ``alpha``."""
+    if what == "certify":
+        # the largest bound is alpha ** (1/n): it must exceed 1/2 for a positive radius
+        need = int(np.floor(np.log2(1.0 / alpha))) + 1
+    else:
+        # the best two-sided p-value of n out of n at p = 1/2 is 2 * 0.5 ** n
+        need = int(np.ceil(np.log2(2.0 / alpha) - 1e-12))
+    if n < need:
+        warnings.warn(
+            f"{what} with n={n} at alpha={alpha} cannot "
+            + (
+                "certify any input (the radius ceiling is 0)"
+                if what == "certify"
+                else "reject a tie for any input (it abstains everywhere)"
+            )
+            + f"; use n >= {need}.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_int(name: str, value: Any, low: int = 1) -> int:
@@ -282,6 +305,11 @@ class SmoothedClassifier(NeuralNetClassifier):
 
     def _set_classes(self, classes: np.ndarray) -> None:
         enc = LabelEncoder().fit(classes)
+        if len(enc.classes_) < 2:
+            raise ValueError(
+                f"y has only one class ({enc.classes_.tolist()}); a classifier needs at least "
+                "two classes. If the data set really has more, pass them as classes=[...]."
+            )
         abstain = self.abstain_label
         if abstain is None:
             if enc.classes_.dtype.kind in "OUS":
@@ -513,6 +541,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         prediction : ndarray of shape (n_inputs,)
         """
         X = self._validate_X(X)
+        _warn_if_n_too_small(int(self.n), float(self.alpha), "predict")
         counts = self._counts(X, int(self.n), None)
         order = np.argsort(-counts, axis=1, kind="stable")
         top = order[:, 0]
@@ -566,6 +595,7 @@ class SmoothedClassifier(NeuralNetClassifier):
             raise ValueError(f"alpha must lie in (0, 1); got alpha={alpha!r}.")
         if method not in ("cohen", "top2"):
             raise ValueError(f"method must be 'cohen' or 'top2'; got {method!r}.")
+        _warn_if_n_too_small(n, alpha if method == "cohen" else alpha / 2, "certify")
         root = self._root_seed(random_state)
         counts0 = self._counts(X, n0, self._stream(root, _SELECT))
         top = np.argmax(counts0, axis=1)

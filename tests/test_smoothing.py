@@ -341,3 +341,34 @@ def test_two_sample_counts_calls_draw_independent_noise(known_linear):
     # the same sequence of calls after a refit-free reset is reproducible
     smoothed._n_count_draws = 0
     np.testing.assert_array_equal(smoothed.sample_counts(X[:5], n, noise_sharing=1), a[:5])
+
+
+def test_single_class_is_a_clear_error_at_fit(known_linear):
+    X = known_linear.points_at_distance(np.linspace(0.1, 1, 20), seed=0)
+    with pytest.raises(ValueError, match="only one class"):
+        SmoothedClassifier(MLP, max_epochs=1).fit(X, np.zeros(20, dtype=int))
+    # with the classes given, one observed class is fine (e.g. a partial data set)
+    SmoothedClassifier(MLP, max_epochs=1, classes=[0, 1]).fit(X, np.zeros(20, dtype=int))
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.01, 0.05])
+def test_n_too_small_to_certify_or_predict_warns_with_the_smallest_n(known_linear, alpha):
+    import re
+    import warnings
+
+    clf = known_linear.smoothed(sigma=0.5, n0=5, n=5, alpha=alpha, random_state=0)
+    X = known_linear.points_at_distance([3.0, -3.0], seed=0)  # certain inputs
+    for call in (lambda n: clf.certify(X, n=n), lambda n: clf.set_params(n=n).predict(X)):
+        with pytest.warns(UserWarning, match=r"use n >= \d+") as rec:
+            call(1)
+        need = int(re.search(r"n >= (\d+)", str(rec[0].message)).group(1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = call(need)  # no warning, and it does certify/decide at the stated n
+        if isinstance(out, np.ndarray):  # predict
+            assert rs.predict_test(need, 0, alpha) and not rs.predict_test(need - 1, 0, alpha)
+            assert np.all(out != -1)
+        else:
+            assert rs.max_certifiable_radius(need, alpha, 1.0) > 0
+            assert rs.max_certifiable_radius(need - 1, alpha, 1.0) == 0
+            assert np.all(out.radius > 0)
