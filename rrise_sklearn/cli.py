@@ -84,11 +84,17 @@ def cmd_certify(args: argparse.Namespace) -> int:
     X = _load_array(args.data, "data")
     if X.dtype.kind not in "iuf":
         raise CLIError(f"data file {args.data} is not numeric (dtype {X.dtype})")
-    if X.ndim != 2:
-        raise CLIError(f"data must be a 2-D array (inputs x features); got shape {X.shape}")
-    expected = getattr(model, "n_features_in_", None)
-    if expected is not None and X.shape[1] != expected:
-        raise CLIError(f"data has {X.shape[1]} features; the model expects {expected}")
+    if X.ndim < 2:
+        raise CLIError(
+            f"data must have shape (inputs, features) or (inputs, *input_shape); got {X.shape}"
+        )
+    expected = getattr(model, "input_shape_", None)
+    if expected is None and getattr(model, "n_features_in_", None) is not None:
+        expected = (model.n_features_in_,)
+    if expected is not None and tuple(X.shape[1:]) != tuple(expected):
+        raise CLIError(
+            f"data has inputs of shape {tuple(X.shape[1:])}; the model expects {tuple(expected)}"
+        )
     if not np.isfinite(X).all():
         raise CLIError("data contains NaN or infinity")
     y = None

@@ -67,10 +67,12 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A small convolutional network for single-channel square images (8x8, 28x28).
+    """A small convolutional network for square images (8x8, 28x28, 3x32x32, ...).
 
-    Takes flat inputs of ``n_features = side * side * channels`` values and
-    reshapes them to ``(channels, side, side)``.
+    Takes image-shaped inputs ``(batch, channels, side, side)`` or flat inputs
+    of ``n_features = channels * side * side`` values (reshaped to
+    ``(channels, side, side)``). Fitted on image-shaped data, the estimators
+    fill in ``n_features`` and ``channels`` from the input shape.
 
     Parameters
     ----------
@@ -92,6 +94,8 @@ class SmallCNN(nn.Module):
     >>> SmallCNN(64, 10)(torch.zeros(2, 64)).shape
     torch.Size([2, 10])
     >>> SmallCNN(784, 10)(torch.zeros(2, 784)).shape
+    torch.Size([2, 10])
+    >>> SmallCNN(3 * 32 * 32, 10, channels=3)(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """
 

@@ -13,12 +13,12 @@ from scipy.stats import norm as _sps_norm
 from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
 from skorch.dataset import unpack_data
 
 from . import stats
+from ._validation import inferred_module_kwargs, validate_inputs
 from .metrics import certified_accuracy
 from .results import CertificationResult
 from .sampling import MonteCarloCounts, monte_carlo_counts, resolve_seed
@@ -351,11 +351,7 @@ class SmoothedClassifier(NeuralNetClassifier):
     def _validate_X(self, X: Any) -> np.ndarray:
         self._check_fitted()
         self._validate_smoothing_params()
-        if hasattr(self, "n_features_in_"):
-            X = validate_data(self, X, reset=False, dtype=np.float32)
-        else:
-            X = validate_data(self, X, reset=True, dtype=np.float32)
-        return np.ascontiguousarray(X)
+        return validate_inputs(self, X, reset=not hasattr(self, "n_features_in_"))
 
     def _root_seed(self, random_state: Any = None) -> int:
         rs = self.random_state if random_state is None else random_state
@@ -385,7 +381,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         self : SmoothedClassifier
         """
         self._validate_smoothing_params()
-        X, y = validate_data(self, X, y, reset=True, dtype=np.float32)
+        X, y = validate_inputs(self, X, y, reset=True)
         check_classification_targets(y)
         self._n_count_draws = 0
         classes = np.unique(y) if self.classes is None else np.asarray(self.classes)
@@ -394,11 +390,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         if unknown.size:
             raise ValueError(f"y has labels {unknown.tolist()} that are not in classes.")
         y_enc = self.label_encoder_.transform(y).astype(np.int64)
-        self.module_inferred_kwargs_ = {
-            "n_features": int(X.shape[1]),
-            "n_classes": len(self.classes_),
-        }
-        X = np.ascontiguousarray(X)
+        self.module_inferred_kwargs_ = inferred_module_kwargs(self.input_shape_, len(self.classes_))
         if self.random_state is None:
             self._fit_encoded(X, y_enc, **fit_params)
         else:
@@ -426,15 +418,14 @@ class SmoothedClassifier(NeuralNetClassifier):
         """
         self._validate_smoothing_params()
         first = not getattr(self, "initialized_", False) or not hasattr(self, "label_encoder_")
-        X, y = validate_data(self, X, y, reset=first, dtype=np.float32)
+        X, y = validate_inputs(self, X, y, reset=first)
         check_classification_targets(y)
         if first:
             given = classes if classes is not None else self.classes
             self._set_classes(np.unique(y) if given is None else np.asarray(given))
-            self.module_inferred_kwargs_ = {
-                "n_features": int(X.shape[1]),
-                "n_classes": len(self.classes_),
-            }
+            self.module_inferred_kwargs_ = inferred_module_kwargs(
+                self.input_shape_, len(self.classes_)
+            )
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if unknown.size:
             raise ValueError(f"y has labels {unknown.tolist()} that are not in classes_.")

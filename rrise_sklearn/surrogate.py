@@ -18,10 +18,10 @@ from scipy import stats as _sps
 from sklearn.base import ClassifierMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import validate_data
 from skorch import NeuralNet
 
 from . import stats
+from ._validation import inferred_module_kwargs, validate_inputs
 from .calibration import (
     SCORES,
     calibrated_lower,
@@ -498,8 +498,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         return float(self.smoothed_.alpha if self.alpha_mc is None else self.alpha_mc)
 
     def _X(self, X: Any, reset: bool = False) -> np.ndarray:
-        X = validate_data(self, X, reset=reset, dtype=np.float32)
-        return np.ascontiguousarray(X)
+        return validate_inputs(self, X, reset=reset)
 
     def _logits(self, X: np.ndarray) -> torch.Tensor:
         """The surrogate's logits (on the CPU) in one pass per chunk of rows.
@@ -581,16 +580,16 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
                 X, np.asarray(y), test_size=self.smoothed_size, random_state=seed
             )
             smoothed = clone(smoothed).fit(X_base, y_base)
-        expected = getattr(smoothed, "n_features_in_", X.shape[1])
-        if expected != X.shape[1]:
+        expected = tuple(getattr(smoothed, "input_shape_", X.shape[1:]))
+        if expected != tuple(X.shape[1:]):
             raise ValueError(
-                f"X has {X.shape[1]} features, but the smoothed classifier expects {expected}."
+                f"X has inputs of shape {tuple(X.shape[1:])}, but the smoothed classifier was "
+                f"fitted on inputs of shape {expected}."
             )
         self.smoothed_ = smoothed
-        self.module_inferred_kwargs_ = {
-            "n_features": int(X.shape[1]),
-            "n_classes": len(smoothed.classes_),
-        }
+        self.module_inferred_kwargs_ = inferred_module_kwargs(
+            tuple(X.shape[1:]), len(smoothed.classes_)
+        )
 
         return X, y
 

@@ -1,0 +1,109 @@
+"""Image-shaped inputs (n, C, H, W) through every entry point, kept in their shape."""
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.frozen import FrozenEstimator
+
+from rrise_sklearn import RRISESurrogate, SmoothedClassifier
+from rrise_sklearn.cli import main
+from rrise_sklearn.metrics import certified_accuracy
+from rrise_sklearn.nets import SmallCNN
+
+
+@pytest.fixture(scope="module")
+def images(digits):
+    """Digits as 3-channel 8x8 images (the channels differ, so the shape matters)."""
+    X, y = digits
+    Xi = np.stack([X, X**2, np.sqrt(X)], axis=1).reshape(-1, 3, 8, 8).astype(np.float32)
+    return Xi[:700], y[:700]
+
+
+@pytest.fixture(scope="module")
+def cnn(images):
+    X, y = images
+    seen = []
+
+    class Recording(SmallCNN):
+        def forward(self, X):
+            seen.append(tuple(X.shape[1:]))
+            return super().forward(X)
+
+    clf = SmoothedClassifier(
+        SmallCNN, module__width=8, module__hidden=32, max_epochs=8, lr=3e-3,
+        sigma=0.25, n0=20, n=200, random_state=0,
+    ).fit(X[:400], y[:400])  # fmt: skip
+    # the module sees image-shaped batches
+    rec = Recording(3 * 64, 10, channels=3, width=8, hidden=32)
+    rec.load_state_dict(clf.module_.state_dict())
+    clf.module_ = rec
+    clf.certify(X[:4])
+    assert seen and all(s == (3, 8, 8) for s in seen)
+    clf.module_ = SmallCNN(3 * 64, 10, channels=3, width=8, hidden=32)
+    clf.module_.load_state_dict(rec.state_dict())
+    return clf
+
+
+def test_image_model_trains_certifies_and_keeps_its_shape(cnn, images):
+    X, y = images
+    assert cnn.input_shape_ == (3, 8, 8) and cnn.n_features_in_ == 192
+    assert cnn.module_.shape == (3, 8, 8)  # channels inferred from the data
+    res = cnn.certify(X[400:500], random_state=1)
+    assert certified_accuracy(y[400:500], res.prediction, res.radius) > 0.5
+    # torch tensors give the same certificates as numpy arrays
+    res_t = cnn.certify(torch.as_tensor(X[400:500]), random_state=1)
+    np.testing.assert_array_equal(res.radius, res_t.radius)
+    assert cnn.predict(X[400:410]).shape == (10,)
+    assert cnn.predict_proba(X[400:410]).shape == (10, 10)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda X: X.reshape(len(X), -1), "fitted on inputs of shape"),
+        (lambda X: X[:, :2], "inputs of shape \\(2, 8, 8\\)"),
+        (lambda X: np.where(X > 0.5, np.nan, X), "NaN"),
+    ],
+)
+def test_wrong_image_input_is_a_clear_error(cnn, images, bad, match):
+    X, _ = images
+    with pytest.raises(ValueError, match=match):
+        cnn.certify(bad(X[:5]))
+
+
+def test_image_model_round_trips_through_joblib(cnn, images, tmp_path):
+    X, _ = images
+    joblib.dump(cnn, tmp_path / "cnn.joblib")
+    back = joblib.load(tmp_path / "cnn.joblib")
+    a, b = cnn.certify(X[500:520], random_state=3), back.certify(X[500:520], random_state=3)
+    np.testing.assert_array_equal(a.radius, b.radius)
+    np.testing.assert_array_equal(a.prediction, b.prediction)
+
+
+def test_image_model_through_the_command_line(cnn, images, tmp_path):
+    X, y = images
+    joblib.dump(cnn, tmp_path / "cnn.joblib")
+    np.save(tmp_path / "X.npy", X[520:540])
+    np.save(tmp_path / "y.npy", y[520:540])
+    out = tmp_path / "res.tsv"
+    args = ["certify", "--model", str(tmp_path / "cnn.joblib"), "--data", str(tmp_path / "X.npy"),
+            "--labels", str(tmp_path / "y.npy"), "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = [r.split("\t") for r in out.read_text().splitlines()[1:]]
+    assert len(rows) == 20
+    np.save(tmp_path / "flat.npy", X[520:540].reshape(20, -1))
+    args[args.index(str(tmp_path / "X.npy"))] = str(tmp_path / "flat.npy")
+    assert main(args) != 0  # wrong shape: a one-line error, no traceback
+
+
+def test_rrise_surrogate_on_images(cnn, images):
+    X, _ = images
+    sur = RRISESurrogate(
+        FrozenEstimator(cnn), n_augment=1, max_epochs=3, alpha_conf=0.1, random_state=0
+    ).fit(X[400:700])
+    assert sur.input_shape_ == (3, 8, 8)
+    res = sur.certify(X[:30])
+    assert res.radius.shape == (30,) and np.all(res.radius >= 0)
+    with pytest.raises(ValueError, match="fitted on inputs of shape"):
+        sur.certify(X[:5].reshape(5, -1))
