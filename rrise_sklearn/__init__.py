@@ -6,14 +6,23 @@ Main entry points:
   with Monte Carlo ``predict`` / ``predict_proba`` / ``certify``.
 * :class:`RRISESurrogate`: certification in one forward pass, conformally
   calibrated.
+* :func:`certify`: certify with either, or with a Pipeline ending in one
+  (radii in the units of the last step's input).
 * :mod:`rrise_sklearn.stats`, :mod:`rrise_sklearn.sampling`,
   :mod:`rrise_sklearn.metrics`: the statistics, the Monte Carlo engine and the
   metrics they rest on.
 """
 
+from .pipeline import certify
 from .results import CertificationResult
 from .smoothing import SmoothedClassifier
 from .surrogate import RRISESurrogate, VerificationReport
 
-__all__ = ["CertificationResult", "RRISESurrogate", "SmoothedClassifier", "VerificationReport"]
+__all__ = [
+    "CertificationResult",
+    "RRISESurrogate",
+    "SmoothedClassifier",
+    "VerificationReport",
+    "certify",
+]
 __version__ = "0.1.0.dev0"

@@ -60,15 +60,12 @@ def _load_array(path: str, what: str) -> np.ndarray:
 
 def _certifier(model: Any) -> tuple[Any, Any]:
     """(preprocessing or None, certifier) from an estimator or a Pipeline."""
-    if hasattr(model, "certify"):
-        return None, model
-    steps = getattr(model, "steps", None)
-    if steps and hasattr(steps[-1][1], "certify"):
-        return model[:-1], steps[-1][1]
-    raise CLIError(
-        f"the model is a {type(model).__name__}, which cannot certify; save a fitted "
-        "SmoothedClassifier, RRISESurrogate, or a Pipeline ending in one"
-    )
+    from .pipeline import split_certifier
+
+    try:
+        return split_certifier(model)
+    except TypeError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
@@ -80,7 +77,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         model = joblib.load(args.model)
     except Exception as exc:  # noqa: BLE001
         raise CLIError(f"cannot load model {args.model}: {type(exc).__name__}: {exc}") from None
-    prep, cert = _certifier(model)
+    _, cert = _certifier(model)
     X = _load_array(args.data, "data")
     if X.dtype.kind not in "iuf":
         raise CLIError(f"data file {args.data} is not numeric (dtype {X.dtype})")
@@ -107,20 +104,28 @@ def cmd_certify(args: argparse.Namespace) -> int:
         raise CLIError("--n0/--n/--alpha apply to a SmoothedClassifier only")
     if overrides:
         cert.set_params(**overrides)
-    Xc = prep.transform(X) if prep is not None else X
+    from .pipeline import certify
+
     t0 = time.perf_counter()
     try:
-        res = cert.certify(Xc)
+        res = certify(model, X)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     per_input = (time.perf_counter() - t0) / max(1, len(X))
-    lines = ["idx\tlabel\tpredict\tradius\tcorrect\ttime"]
+    sigma = res.info.get("sigma")
+    lines = [
+        f"# sigma={sigma}; radius: {res.info['radius_units']}",
+        "idx\tlabel\tpredict\tradius\tcorrect\ttime",
+    ]
     for i, (p, r) in enumerate(zip(res.prediction, res.radius, strict=True)):
         label = "NA" if y is None else str(y[i])
         correct = "NA" if y is None else str(int(r > 0 and p == y[i]))
         lines.append(f"{i}\t{label}\t{p}\t{r:.6g}\t{correct}\t{per_input:.6g}")
     _write_atomic(args.out, "\n".join(lines) + "\n")
-    msg = f"certified {len(X)} inputs in {per_input * len(X):.2f} s -> {args.out}"
+    msg = (
+        f"certified {len(X)} inputs in {per_input * len(X):.2f} s -> {args.out} "
+        f"(sigma={sigma}; radius: {res.info['radius_units']})"
+    )
     if y is not None:
         acc = np.mean((res.radius > 0) & (res.prediction == y))
         msg += f" (certified accuracy at r=0: {acc:.3f})"

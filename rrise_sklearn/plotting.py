@@ -34,9 +34,12 @@ def _has_display() -> bool:
 class CertifiedAccuracyDisplay:
     """Certified accuracy against radius for one or several certifiers.
 
-    Build it with :meth:`from_results`; ``plot`` draws on a matplotlib axes and
-    returns the display (``ax_``, ``figure_``, ``lines_`` are set), as
-    scikit-learn's ``*Display`` objects do.
+    Build it with :meth:`from_estimator` (certifies ``X`` with an estimator or
+    a Pipeline ending in one), :meth:`from_predictions` (certificates already
+    computed) or :meth:`from_results` (several certifiers); ``plot`` draws on a
+    matplotlib axes and returns the display (``ax_``, ``figure_``, ``lines_``
+    are set), as scikit-learn's ``*Display`` objects do. Radii are in the
+    units of the certifier's input: after a scaler in a Pipeline, scaled units.
 
     Examples
     --------
@@ -52,6 +55,61 @@ class CertifiedAccuracyDisplay:
     radii: np.ndarray
     curves: dict[str, np.ndarray]
     ceiling: float | None = None
+    xlabel: str = "radius (L2, input units)"
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator: Any,
+        X: Any,
+        y: Any,
+        *,
+        name: str | None = None,
+        radii: Any = None,
+        ax: Any = None,
+        **certify_kwargs: Any,
+    ) -> CertifiedAccuracyDisplay:
+        """Certify ``X`` (through every Pipeline step) and plot certified accuracy.
+
+        ``certify_kwargs`` go to the certifier's ``certify``. For a Monte Carlo
+        certifier the n-sample radius ceiling is drawn as well.
+        """
+        from .pipeline import certify, split_certifier
+
+        res = certify(estimator, X, **certify_kwargs)
+        _, cert = split_certifier(estimator)
+        ceiling = None
+        info = res.info
+        if "n" in info and "alpha" in info:
+            from .stats import max_certifiable_radius
+
+            ceiling = float(max_certifiable_radius(info["n"], info["alpha"], info["sigma"]))
+        disp = cls.from_predictions(
+            y, res.prediction, res.radius, name=name or type(cert).__name__, radii=radii,
+            ceiling=ceiling, ax=ax, xlabel=f"radius ({res.info['radius_units']})",
+        )  # fmt: skip
+        disp.result_ = res
+        return disp
+
+    @classmethod
+    def from_predictions(
+        cls,
+        y_true: Any,
+        prediction: Any,
+        radius: Any,
+        *,
+        name: str = "certifier",
+        radii: Any = None,
+        ceiling: float | None = None,
+        ax: Any = None,
+        xlabel: str | None = None,
+    ) -> CertifiedAccuracyDisplay:
+        """Plot the certified accuracy of given certificates (prediction and radius)."""
+        disp = cls.from_results(
+            y_true, {name: (prediction, radius)}, radii=radii, ceiling=ceiling, ax=ax,
+            xlabel=xlabel,
+        )  # fmt: skip
+        return disp
 
     @classmethod
     def from_results(
@@ -62,6 +120,7 @@ class CertifiedAccuracyDisplay:
         radii: Any = None,
         ceiling: float | None = None,
         ax: Any = None,
+        xlabel: str | None = None,
     ) -> CertifiedAccuracyDisplay:
         """Compute the curves from ``{name: CertificationResult or (prediction, radius)}``."""
         y = np.asarray(y_true)
@@ -76,7 +135,10 @@ class CertifiedAccuracyDisplay:
         for name, res in results.items():
             prediction, radius = tuple(res)
             curves[name] = np.asarray(certified_accuracy(y, prediction, radius, radii))
-        return cls(radii=radii, curves=curves, ceiling=ceiling).plot(ax=ax)
+        disp = cls(radii=radii, curves=curves, ceiling=ceiling)
+        if xlabel is not None:
+            disp.xlabel = xlabel
+        return disp.plot(ax=ax)
 
     def plot(self, ax: Any = None) -> CertifiedAccuracyDisplay:
         """Draw the curves (and the n-sample ceiling as a dotted vertical line)."""
@@ -89,7 +151,7 @@ class CertifiedAccuracyDisplay:
         ]
         if self.ceiling is not None:
             ax.axvline(self.ceiling, ls=":", color="gray", label="MC radius ceiling")
-        ax.set_xlabel("radius (L2, input units)")
+        ax.set_xlabel(self.xlabel)
         ax.set_ylabel("certified accuracy")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)

@@ -45,7 +45,10 @@ def test_certify_writes_reference_tsv(saved):
         ]
     )
     assert rc == 0
-    lines = out.read_text().splitlines()
+    comment, *lines = out.read_text().splitlines()
+    # the header states sigma and the radius' units (those of the scaler's output here)
+    assert comment.startswith("# sigma=0.25; radius: L2 in the input space of SmoothedClassifier")
+    assert "(the output of StandardScaler)" in comment
     assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time"]
     assert len(lines) == 41
     rows = [line.split("\t") for line in lines[1:]]
@@ -63,8 +66,8 @@ def test_certify_writes_reference_tsv(saved):
         (lambda d: ["--model", str(d / "nope.joblib")], "not found"),
         (lambda d: ["--data", str(d / "nope.npy")], "not found"),
         (lambda d: ["--data", str(d / "strings.npy")], "not numeric"),
-        (lambda d: ["--data", str(d / "flat.npy")], "2-D"),
-        (lambda d: ["--data", str(d / "narrow.npy")], "features"),
+        (lambda d: ["--data", str(d / "flat.npy")], r"shape \(inputs, features\)"),
+        (lambda d: ["--data", str(d / "narrow.npy")], r"shape \(5,\); the model expects \(64,\)"),
         (lambda d: ["--labels", str(d / "short.npy")], "labels must be 1-D"),
         (lambda d: ["--model", str(d / "X.npy")], "cannot load model"),
         (lambda d: ["--data", str(d / "garbage.npy")], "cannot read|not a numeric"),

@@ -90,7 +90,7 @@ def test_image_model_through_the_command_line(cnn, images, tmp_path):
     args = ["certify", "--model", str(tmp_path / "cnn.joblib"), "--data", str(tmp_path / "X.npy"),
             "--labels", str(tmp_path / "y.npy"), "--out", str(out)]  # fmt: skip
     assert main(args) == 0
-    rows = [r.split("\t") for r in out.read_text().splitlines()[1:]]
+    rows = [r.split("\t") for r in out.read_text().splitlines()[2:]]
     assert len(rows) == 20
     np.save(tmp_path / "flat.npy", X[520:540].reshape(20, -1))
     args[args.index(str(tmp_path / "X.npy"))] = str(tmp_path / "flat.npy")
@@ -107,3 +107,36 @@ def test_rrise_surrogate_on_images(cnn, images):
     assert res.radius.shape == (30,) and np.all(res.radius >= 0)
     with pytest.raises(ValueError, match="fitted on inputs of shape"):
         sur.certify(X[:5].reshape(5, -1))
+
+
+def test_pipeline_certify_and_display(digits):
+    """rrise_sklearn.certify transforms through every step but the last; the Display built
+    from the estimator shows the same certified accuracy and says the radius' units."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from rrise_sklearn import certify
+    from rrise_sklearn.nets import MLP
+    from rrise_sklearn.plotting import CertifiedAccuracyDisplay
+
+    X, y = digits
+    pipe = make_pipeline(
+        StandardScaler(),
+        SmoothedClassifier(MLP, module__hidden=32, max_epochs=5, n0=20, n=200, random_state=0),
+    ).fit(X[:300], y[:300])
+    res = certify(pipe, X[300:360], random_state=2)
+    direct = pipe[-1].certify(pipe[0].transform(X[300:360]), random_state=2)
+    np.testing.assert_array_equal(res.radius, direct.radius)
+    assert "the output of StandardScaler" in res.info["radius_units"]
+    disp = CertifiedAccuracyDisplay.from_estimator(pipe, X[300:360], y[300:360], random_state=2)
+    acc0 = certified_accuracy(y[300:360], res.prediction, res.radius)
+    assert disp.curves["SmoothedClassifier"][0] == pytest.approx(acc0)
+    assert "StandardScaler" in disp.ax_.get_xlabel() and len(disp.lines_) == 1
+    assert disp.ceiling is not None and disp.ceiling > 0
+    disp2 = CertifiedAccuracyDisplay.from_predictions(y[300:360], res.prediction, res.radius)
+    np.testing.assert_allclose(disp2.curves["certifier"][0], acc0)
+    with pytest.raises(TypeError, match="cannot certify"):
+        certify(StandardScaler().fit(X), X)
