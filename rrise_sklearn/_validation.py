@@ -29,32 +29,46 @@ def _as_numpy(X: Any) -> Any:
     return X
 
 
-def validate_inputs(est: Any, X: Any, y: Any = None, *, reset: bool) -> Any:
+_NO_Y = "no_validation"
+
+
+def _ndim(X: Any) -> int:
+    """Dimensions of an array-like without calling numpy's array-function protocol."""
+    shape = getattr(X, "shape", None)  # ndarray, pandas, sparse
+    if isinstance(shape, tuple):
+        return len(shape)
+    try:
+        return np.asarray(X).ndim
+    except (ValueError, TypeError):
+        return 2  # ragged or odd input: let scikit-learn's validation explain
+
+
+def validate_inputs(est: Any, X: Any, y: Any = _NO_Y, *, reset: bool) -> Any:
     """Check ``X`` (and ``y``) and return float32, C-contiguous inputs of their own shape.
 
     Sets ``n_features_in_`` (values per input) and ``input_shape_`` when
-    ``reset``; otherwise checks them. Returns ``X`` or ``(X, y)``.
+    ``reset``; otherwise checks them. Returns ``X``, or ``(X, y)`` when ``y``
+    is passed (``None`` is then an error, as scikit-learn expects).
     """
-    X = _as_numpy(X)
-    ndim = getattr(X, "ndim", None)
-    if ndim is None:
-        X = np.asarray(X) if not hasattr(X, "__array__") else X
-        ndim = np.ndim(X)
     name = type(est).__name__
+    if y is None:
+        raise ValueError(f"{name} requires y to be passed, but the target y is None.")
+    X = _as_numpy(X)
+    ndim = _ndim(X)
     if ndim <= 2:
         if not reset and len(getattr(est, "input_shape_", ())) > 1:
             raise ValueError(
                 f"X has shape {np.shape(X)}, but {name} was fitted on inputs of shape "
                 f"(n_samples, {', '.join(map(str, est.input_shape_))}); reshape X to match."
             )
-        if y is None:
+        if isinstance(y, str) and y == _NO_Y:
             out = validate_data(est, X, reset=reset, dtype=np.float32)
         else:
             out, y = validate_data(est, X, y, reset=reset, dtype=np.float32)
         if reset:
             est.input_shape_ = (int(out.shape[1]),)
         out = np.ascontiguousarray(out)
-        return out if y is None else (out, y)
+        return out if isinstance(y, str) and y == _NO_Y else (out, y)
 
     out = check_array(
         X,
@@ -79,7 +93,7 @@ def validate_inputs(est: Any, X: Any, y: Any = None, *, reset: bool) -> Any:
                 f"{tuple(expected)}; reshape X to (n_samples, {', '.join(map(str, expected))})."
             )
     out = np.ascontiguousarray(out)
-    if y is None:
+    if isinstance(y, str) and y == _NO_Y:
         return out
     y = column_or_1d(np.asarray(_as_numpy(y)), warn=True)
     check_consistent_length(out, y)

@@ -129,4 +129,7 @@ def test_demo_quick_runs_and_writes_plot(tmp_path):
     )
     assert "certified acc. @ r=0 " in proc.stdout
     assert "break-even" in proc.stdout
+    # the report states sigma, the radius' units and the base network's clean accuracy
+    assert "sigma=0.25; radii: L2 distance in those pixel units" in proc.stdout
+    assert "base network, clean inputs (no smoothing): accuracy" in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -55,6 +55,11 @@ def test_image_model_trains_certifies_and_keeps_its_shape(cnn, images):
     res_t = cnn.certify(torch.as_tensor(X[400:500]), random_state=1)
     np.testing.assert_array_equal(res.radius, res_t.radius)
     assert cnn.predict(X[400:410]).shape == (10,)
+    # the base network on clean image inputs: labels of classes_, same as its own argmax
+    base = cnn.base_predict(X[400:500])
+    with torch.inference_mode():
+        want = cnn.module_.eval()(torch.as_tensor(X[400:500])).argmax(1).numpy()
+    np.testing.assert_array_equal(base, cnn.classes_[want])
     assert cnn.predict_proba(X[400:410]).shape == (10, 10)
 
 
