@@ -1,17 +1,20 @@
 """Throughput of the Monte Carlo engine against the physical limit and a per-input loop.
 
-For the digits MLP and the small CNN, in one process and interleaved rounds:
+For the digits MLP and small CNNs on 1x8x8, 1x28x28 and 3x32x32 images, in one
+process and interleaved rounds:
 
-* raw forward: the module's forward + argmax on pre-made batches of the same
-  size (no noise, no counting): the limit for the engine on this machine;
-* engine: ``monte_carlo_counts`` (noise, packing, counting on the device);
+* best raw forward: the module's forward + argmax on pre-made batches of 256,
+  1,024 and 4,096 rows (no noise, no counting); the best of the three is the
+  limit for the engine on this machine;
+* engine: ``monte_carlo_counts`` with its default batch size (``"auto"``, the
+  size it picks is printed) and with the former fixed default 4,096;
 * per-input loop in the style of the original reference implementation: for
-  each input, repeat it ``batch`` times, add fresh noise, argmax, count on
-  the host.
+  each input, repeat it ``--loop-batch`` (250) times, add fresh noise,
+  argmax, count on the host.
 
 Prints noisy samples per second (median over rounds) and the ratios.
 
-Run: ``.venv/bin/python benchmarks/bench_engine.py [--inputs 200 --n 10000 --rounds 3]``
+Run: ``.venv/bin/python benchmarks/bench_engine.py [--n 10000 --rounds 3]``
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from rrise_sklearn.nets import MLP, SmallCNN
-from rrise_sklearn.sampling import monte_carlo_counts
+from rrise_sklearn.sampling import monte_carlo_counts, tuned_batch_size
+
+CANDIDATES = (256, 1024, 4096)
 
 
 def raw_forward(module, batch, total):
@@ -57,7 +62,7 @@ def per_input_loop(module, X, n, batch_size, sigma):
             while remaining > 0:
                 b = min(batch_size, remaining)
                 remaining -= b
-                batch = x.repeat((b, 1))
+                batch = x.repeat((b, *([1] * x.ndim)))
                 noise = torch.randn_like(batch) * sigma
                 pred = module(batch + noise).argmax(1)
                 counts += np.bincount(pred.cpu().numpy(), minlength=10)
@@ -66,48 +71,57 @@ def per_input_loop(module, X, n, batch_size, sigma):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--inputs", type=int, default=64)
     ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sigma", type=float, default=0.25)
+    ap.add_argument("--loop-batch", type=int, default=250, help="the reference loop's batch")
+    ap.add_argument("--models", default="", help="only models whose name contains this text")
     args = ap.parse_args()
 
     X, _ = load_digits(return_X_y=True)
-    X = (X[: args.inputs] / 16.0).astype(np.float32)
+    X = (X / 16.0).astype(np.float32)
+    rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    models = {
-        "digits MLP (64-256-256-10)": MLP(64, 10).eval(),
-        "small CNN (8x8, 32/64 filters)": SmallCNN(64, 10).eval(),
-    }
+    cases = [  # (name, module, inputs): fewer inputs for the slower networks keep the run short
+        ("digits MLP (64-256-256-10)", MLP(64, 10).eval(), X[:64]),
+        ("small CNN 1x8x8", SmallCNN(64, 10).eval(), X[:16].reshape(-1, 1, 8, 8)),
+        ("small CNN 1x28x28", SmallCNN(784, 10).eval(),
+         rng.random((8, 1, 28, 28), dtype=np.float32)),
+        ("small CNN 3x32x32", SmallCNN(3072, 10, channels=3).eval(),
+         rng.random((8, 3, 32, 32), dtype=np.float32)),
+    ]  # fmt: skip
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}"
     )
-    print(f"inputs={args.inputs} n={args.n} batch_size={args.batch_size} rounds={args.rounds}")
+    print(f"n={args.n} rounds={args.rounds} (median); raw forward at batch {CANDIDATES}")
     print(
-        f"{'model':34s} {'raw fwd/s':>12s} {'engine/s':>12s} {'loop/s':>12s} "
-        f"{'engine/raw':>10s} {'engine/loop':>11s}"
+        f"{'model':28s} {'best raw/s':>11s} {'@batch':>6s} {'engine/s':>10s} {'auto':>5s} "
+        f"{'eng4096/s':>10s} {'loop/s':>10s} {'eng/best':>8s} {'4096/best':>9s} {'eng/loop':>8s}"
     )
-    for name, module in models.items():
-        # the CNN is ~20x slower per sample: fewer inputs keep the run short
-        Xm = X if "MLP" in name else X[: max(1, len(X) // 4)]
-        batch = torch.as_tensor(
-            np.repeat(X, -(-args.batch_size // len(X)), axis=0)[: args.batch_size]
-        )
-        batch = batch + args.sigma * torch.randn_like(batch)
-        raw, eng, loop = [], [], []
+    for name, module, Xm in cases:
+        if args.models not in name:
+            continue
         total = len(Xm) * args.n
-        for _ in range(args.rounds):  # interleaved so machine noise hits all three alike
-            raw.append(raw_forward(module, batch, total))
-            eng.append(engine(module, X, args.n, args.batch_size, args.sigma))
-            loop.append(
-                per_input_loop(
-                    module, X[: max(1, args.inputs // 4)], args.n, args.batch_size, args.sigma
-                )
-            )
-        r, e, lp = (statistics.median(v) for v in (raw, eng, loop))
-        print(f"{name:34s} {r:12.3g} {e:12.3g} {lp:12.3g} {e / r:10.2f} {e / lp:11.2f}")
+        auto = tuned_batch_size(module, torch.as_tensor(Xm), total)  # the engine's choice
+        raw = {b: [] for b in CANDIDATES}
+        eng, eng4096, loop = [], [], []
+        for _ in range(args.rounds):  # interleaved so machine noise hits all alike
+            for b in CANDIDATES:
+                batch = torch.as_tensor(np.repeat(Xm, -(-b // len(Xm)), axis=0)[:b])
+                batch = batch + args.sigma * torch.randn_like(batch)
+                raw[b].append(raw_forward(module, batch, total))
+            eng.append(engine(module, Xm, args.n, "auto", args.sigma))
+            eng4096.append(engine(module, Xm, args.n, 4096, args.sigma))
+            loop.append(per_input_loop(module, Xm, args.n, args.loop_batch, args.sigma))
+        best_b = max(CANDIDATES, key=lambda b: statistics.median(raw[b]))
+        r = statistics.median(raw[best_b])
+        e, e4, lp = (statistics.median(v) for v in (eng, eng4096, loop))
+        print(
+            f"{name:28s} {r:11.3g} {best_b:6d} {e:10.3g} {auto:5d} {e4:10.3g} {lp:10.3g} "
+            f"{e / r:8.2f} {e4 / r:9.2f} {e / lp:8.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

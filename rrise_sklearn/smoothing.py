@@ -129,8 +129,11 @@ class SmoothedClassifier(NeuralNetClassifier):
     random_state : int or None, default=None
         Seeds training (weights, shuffling, noise) and every Monte Carlo call.
         The same seed gives the same certificates.
-    mc_batch_size : int, default=4096
-        Rows per forward pass of the Monte Carlo engine.
+    mc_batch_size : int or "auto", default="auto"
+        Rows per forward pass of the Monte Carlo engine; ``"auto"`` times a few
+        sizes once per module and input shape
+        (:func:`~rrise_sklearn.sampling.tuned_batch_size`). Never changes the
+        certificates.
     noise_sharing : int, default=16
         Inputs sharing each noise block in the engine (see
         :func:`~rrise_sklearn.sampling.monte_carlo_counts`).
@@ -191,7 +194,7 @@ class SmoothedClassifier(NeuralNetClassifier):
         abstain_label: Any = None,
         score_radius: float = 0.0,
         random_state: Any = None,
-        mc_batch_size: int = 4096,
+        mc_batch_size: int | str = "auto",
         noise_sharing: int = 16,
         n_jobs: int | None = None,
         criterion: Any = torch.nn.CrossEntropyLoss,
@@ -296,7 +299,8 @@ class SmoothedClassifier(NeuralNetClassifier):
             )
         _check_int("n0", self.n0)
         _check_int("n", self.n)
-        _check_int("mc_batch_size", self.mc_batch_size)
+        if self.mc_batch_size != "auto":
+            _check_int("mc_batch_size", self.mc_batch_size)
         _check_int("noise_sharing", self.noise_sharing)
         if not np.isscalar(self.alpha) or not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), e.g. 0.001; got alpha={self.alpha!r}.")
@@ -486,7 +490,7 @@ class SmoothedClassifier(NeuralNetClassifier):
             sigma=float(self.sigma),
             n=_check_int("n", n),
             n_classes=len(self.classes_),
-            batch_size=int(self.mc_batch_size),
+            batch_size=self.mc_batch_size,
             random_state=seed,
             device=self.device,
             noise_sharing=int(noise_sharing or self.noise_sharing),

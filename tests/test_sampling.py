@@ -183,3 +183,32 @@ def test_seeds_differing_only_above_bit_32_give_different_noise():
     a = monte_carlo_counts(f, X, sigma=1.0, n=500, n_classes=2, random_state=s)
     b = monte_carlo_counts(f, X, sigma=1.0, n=500, n_classes=2, random_state=s + 2**32)
     assert not np.array_equal(a, b)
+
+
+def test_auto_batch_size_is_timed_once_and_never_changes_the_counts():
+    import time as _time
+
+    from rrise_sklearn import sampling
+
+    class Overhead(torch.nn.Module):  # fixed cost per call: large batches are faster
+        def forward(self, x):
+            _time.sleep(0.004)
+            return torch.zeros(len(x), 2)
+
+    class Superlinear(torch.nn.Module):  # cost grows faster than the batch: small is faster
+        def forward(self, x):
+            _time.sleep(2e-8 * len(x) ** 2)
+            return torch.zeros(len(x), 2)
+
+    X = torch.zeros(3, 4)
+    assert sampling.tuned_batch_size(Overhead(), X, total_rows=10**6) == 4096
+    slow = Superlinear()
+    assert sampling.tuned_batch_size(slow, X, total_rows=10**6) == 256
+    assert sampling._tuned_batches[slow][((4,), "cpu")] == 256  # remembered
+    assert sampling.tuned_batch_size(torch.nn.Linear(4, 2), X, total_rows=100) == 100
+    f = torch.nn.Linear(4, 3)
+    Xr = np.random.default_rng(0).normal(size=(25, 4)).astype(np.float32)
+    kw = dict(sigma=0.7, n=10_000, n_classes=3, random_state=4)
+    auto = monte_carlo_counts(f, Xr, **kw)  # 250,000 rows: tuned
+    assert f in sampling._tuned_batches
+    np.testing.assert_array_equal(auto, monte_carlo_counts(f, Xr, batch_size=97, **kw))
