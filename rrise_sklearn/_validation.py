@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.utils import check_array, check_consistent_length, column_or_1d
 from sklearn.utils.validation import validate_data
 
@@ -20,13 +21,7 @@ __all__ = ["validate_inputs"]
 
 
 def _as_numpy(X: Any) -> Any:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return X
-    if isinstance(X, torch.Tensor):
-        return X.detach().cpu().numpy()
-    return X
+    return X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
 
 
 _NO_Y = "no_validation"
@@ -53,6 +48,7 @@ def validate_inputs(est: Any, X: Any, y: Any = _NO_Y, *, reset: bool) -> Any:
     name = type(est).__name__
     if y is None:
         raise ValueError(f"{name} requires y to be passed, but the target y is None.")
+    with_y = not (isinstance(y, str) and y == _NO_Y)
     X = _as_numpy(X)
     ndim = _ndim(X)
     if ndim <= 2:
@@ -61,14 +57,14 @@ def validate_inputs(est: Any, X: Any, y: Any = _NO_Y, *, reset: bool) -> Any:
                 f"X has shape {np.shape(X)}, but {name} was fitted on inputs of shape "
                 f"(n_samples, {', '.join(map(str, est.input_shape_))}); reshape X to match."
             )
-        if isinstance(y, str) and y == _NO_Y:
-            out = validate_data(est, X, reset=reset, dtype=np.float32)
-        else:
+        if with_y:
             out, y = validate_data(est, X, y, reset=reset, dtype=np.float32)
+        else:
+            out = validate_data(est, X, reset=reset, dtype=np.float32)
         if reset:
             est.input_shape_ = (int(out.shape[1]),)
         out = np.ascontiguousarray(out)
-        return out if isinstance(y, str) and y == _NO_Y else (out, y)
+        return (out, y) if with_y else out
 
     out = check_array(
         X,
@@ -93,7 +89,7 @@ def validate_inputs(est: Any, X: Any, y: Any = _NO_Y, *, reset: bool) -> Any:
                 f"{tuple(expected)}; reshape X to (n_samples, {', '.join(map(str, expected))})."
             )
     out = np.ascontiguousarray(out)
-    if isinstance(y, str) and y == _NO_Y:
+    if not with_y:
         return out
     y = column_or_1d(np.asarray(_as_numpy(y)), warn=True)
     check_consistent_length(out, y)

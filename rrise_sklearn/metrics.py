@@ -8,6 +8,7 @@ import numpy as np
 from scipy import stats as _sps
 
 from .calibration import exceedance_distribution
+from .results import CertificationResult
 
 __all__ = [
     "abstain_rate",
@@ -198,8 +199,6 @@ def certified_accuracy_lower_bound(
     >>> certified_accuracy_lower_bound(y, res)
     0.997
     """
-    from .results import CertificationResult
-
     if isinstance(prediction, CertificationResult):
         if radius is not None:
             raise ValueError("Pass either a CertificationResult or prediction and radius.")

@@ -60,6 +60,25 @@ def _certified_at(radius: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return (radius[:, None] >= grid[None, :]) & (radius[:, None] > 0)
 
 
+def eval_forward(module: torch.nn.Module, X: Any, device: Any, chunk: int = 8192) -> torch.Tensor:
+    """Outputs of ``module`` on ``X`` in eval mode, on the CPU, one pass per chunk of rows.
+
+    Runs under ``torch.inference_mode`` and restores the module's training
+    flag. Used for the clean forward passes of the estimators (not for Monte
+    Carlo, which goes through :func:`~rrise_sklearn.sampling.monte_carlo_counts`).
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            Xt = torch.as_tensor(X)
+            starts = range(0, max(len(Xt), 1), chunk)  # one (empty) pass for no rows
+            outs = [module(Xt[i : i + chunk].to(device)).cpu() for i in starts]
+    finally:
+        module.train(was_training)
+    return torch.cat(outs)
+
+
 def _warn_if_n_too_small(n: int, alpha: float, what: str) -> None:
     """Warn when no ``n``-sample outcome can certify (or decide) at ``alpha``."""
     if what == "certify":
@@ -535,19 +554,7 @@ class SmoothedClassifier(NeuralNetClassifier):
             Labels of ``classes_``; never abstains.
         """
         X = self._validate_X(X)
-        module = self.module_
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.inference_mode():
-                Xt = torch.as_tensor(X)
-                idx = [
-                    module(Xt[i : i + 4096].to(self.device)).argmax(dim=1).cpu()
-                    for i in range(0, len(Xt), 4096)
-                ]
-        finally:
-            module.train(was_training)
-        top = torch.cat(idx).numpy() if idx else np.zeros(0, dtype=np.int64)
+        top = eval_forward(self.module_, X, self.device).argmax(dim=1).numpy()
         return self.classes_[top]
 
     def predict(self, X: Any) -> np.ndarray:

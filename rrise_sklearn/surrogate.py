@@ -36,7 +36,7 @@ from .calibration import (
 from .metrics import certified_accuracy
 from .results import CertificationResult
 from .sampling import MonteCarloCounts, check_distinct_streams, resolve_seed
-from .smoothing import SmoothedClassifier, build_module
+from .smoothing import SmoothedClassifier, build_module, eval_forward
 
 __all__ = [
     "JensenShannonLoss",
@@ -501,30 +501,13 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         return validate_inputs(self, X, reset=reset)
 
     def _logits(self, X: np.ndarray) -> torch.Tensor:
-        """The surrogate's logits (on the CPU) in one pass per chunk of rows.
+        """The surrogate's logits (on the CPU), one direct module pass per chunk.
 
-        Calls the module directly in eval mode under ``torch.inference_mode``:
-        skorch's ``forward`` builds a DataLoader per call, which cost about
-        2.5 ms per call here, far more than the forward pass of a small
-        network (the point of one-pass certification is its latency).
+        Not skorch's ``forward``, which builds a DataLoader per call (about
+        2.5 ms per call here, far more than a small network's forward pass;
+        one-pass certification is about latency).
         """
-        module = self.module_
-        was_training = module.training
-        module.eval()
-        chunk = 8192
-        try:
-            with torch.inference_mode():
-                Xt = torch.as_tensor(X)
-                outs = [
-                    module(Xt[i : i + chunk].to(self.device)).cpu()
-                    for i in range(0, len(Xt), chunk)
-                ]
-        finally:
-            module.train(was_training)
-        if not outs:
-            n_classes = len(self.classes_)
-            return torch.zeros((0, n_classes))
-        return torch.cat(outs)
+        return eval_forward(self.module_, X, self.device)
 
     def _top(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Surrogate class, its probability h and 1 - h, in float64 from the logits."""
@@ -750,30 +733,37 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         """Surrogate class, its score-scale prediction, the MC score-scale lower bound
         (at ``alpha``, default ``alpha_mc``) and the count of the surrogate's class."""
         top, h, q = self._top(X)
-        seed = self._stream(tag) if random_state is None else random_state
+        seed = self._seed_for(tag, random_state)
         counts = self._counts_of(X, n, seed, counts, name=f"counts (n_calibration={n})")
         k = counts[np.arange(len(X)), top]
         y_mc = self._mc_bound(k, n, self.alpha_mc_ if alpha is None else alpha)
         return top, self._prediction(h, q), y_mc, k
 
-    def _refine_seed(self, random_state: Any) -> np.random.SeedSequence:
+    def _seed_for(self, tag: int, random_state: Any = None) -> np.random.SeedSequence:
+        """The noise seed of one purpose (calibration, refinement, verification, ...).
+
+        The estimator's stream for ``tag``, or the caller's ``random_state``
+        tagged with it: one explicit seed passed to ``conformalize`` and
+        ``verify`` never gives two purposes the same noise.
+        """
         if random_state is None:
-            return self._stream(_REFINE)
-        return np.random.SeedSequence(resolve_seed(random_state), spawn_key=(_REFINE,))
+            return self._stream(tag)
+        return np.random.SeedSequence(resolve_seed(random_state), spawn_key=(tag,))
+
+    @property
+    def _stage_alpha(self) -> float:
+        """Level of each calibration bound: ``alpha_mc``, halved with a second stage."""
+        return self.alpha_mc_ / 2 if self.n_refine is not None else self.alpha_mc_
 
     def _check_streams(self, random_state: Any, counts: Any, refine_counts: Any) -> None:
         """No two Monte Carlo inputs of one calibration may share noise (nor the targets')."""
-        cal = (
-            counts
-            if counts is not None
-            else resolve_seed(self._stream(_CALIB) if random_state is None else random_state)
-        )
+        cal = counts if counts is not None else resolve_seed(self._seed_for(_CALIB, random_state))
         ref = None
         if self.n_refine is not None:
             ref = (
                 refine_counts
                 if refine_counts is not None
-                else resolve_seed(self._refine_seed(random_state))
+                else resolve_seed(self._seed_for(_REFINE, random_state))
             )
         check_distinct_streams(
             training_targets=getattr(self, "train_counts_", None),
@@ -829,7 +819,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
                 X, n_ref, None, refine_counts, name=f"refine_counts (n_refine={n_ref})"
             )[idx]
         else:
-            extra = self._counts_of(X[idx], n_ref, self._refine_seed(random_state))
+            extra = self._counts_of(X[idx], n_ref, self._seed_for(_REFINE, random_state))
         pooled = self._mc_bound(
             k[idx] + extra[np.arange(len(idx)), top[idx]], n_cal + n_ref, self.alpha_mc_ / 2
         )
@@ -895,8 +885,7 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
         if refine_counts is not None and not refine:
             raise ValueError("refine_counts needs n_refine (the samples per refined input).")
         self._check_streams(random_state, counts, refine_counts)
-        # with a second stage each stage's bounds hold at alpha_mc / 2 (union bound)
-        alpha_1 = self.alpha_mc_ / 2 if refine else self.alpha_mc_
+        alpha_1 = self._stage_alpha  # alpha_mc / 2 per stage with refinement (union bound)
         t = np.log(alpha_1) / n_cal
         self.prediction_cap_ = float(self._score_scale(np.exp(t), -np.expm1(t)))
         self.score_ceiling_ = (
@@ -1099,17 +1088,12 @@ class RRISESurrogate(ClassifierMixin, NeuralNet):
                 "verify(X) (it uses the calibration's n), or recalibrate with "
                 "set_params(n_calibration=...) and conformalize(X_cal)."
             )
-        refine = self.n_refine is not None
-        alpha_1 = self.alpha_mc_ / 2 if self.n_refine is not None else self.alpha_mc_
+        alpha_1 = self._stage_alpha
         top, y_hat, y_mc, k = self._calibration_evidence(
             X, n_cal, _VERIFY, random_state, alpha=alpha_1
         )
-        if refine:
-            seed = (
-                self._stream(_VERIFY_REFINE)
-                if random_state is None
-                else np.random.SeedSequence(resolve_seed(random_state), spawn_key=(_REFINE,))
-            )
+        if self.n_refine is not None:
+            seed = self._seed_for(_VERIFY_REFINE, random_state)
             extra = self._counts_of(X, int(self.n_refine), seed)
             pooled = self._mc_bound(
                 k + extra[np.arange(len(X)), top], n_cal + int(self.n_refine), alpha_1

@@ -536,3 +536,24 @@ def test_mapie_cross_check_never_fails_a_correct_calibration(linear_setup, m):
     assert tau_mapie >= tau - 1e-12  # MAPIE is never less conservative
     with pytest.raises(RuntimeError, match="mismatch"):
         sur._cross_check(y_hat, y_mc, float(scores[10]))  # a wrong threshold is still caught
+
+
+def test_one_explicit_seed_never_gives_two_purposes_the_same_noise(linear_setup):
+    """conformalize(random_state=5) and verify(random_state=5) draw four Monte Carlo runs
+    (calibration, refinement, verification, its refinement): all from distinct streams.
+    (They used to share the stage-1 stream, and the refinement stream.)"""
+    kl, _, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(n_refine=3000, refine_size=5)
+    keys = []
+    original = sur.smoothed_.sample_counts
+
+    def recording(*args, **kwargs):
+        counts = original(*args, **kwargs)
+        keys.append(counts.noise_key)
+        return counts
+
+    sur.smoothed_.sample_counts = recording
+    rng = np.random.default_rng(17)
+    sur.conformalize(_draw(kl, 60, rng), random_state=5)
+    sur.verify(_draw(kl, 60, rng), random_state=5)
+    assert len(keys) == 4 and len(set(keys)) == 4, keys
