@@ -1,23 +1,25 @@
 """
-Persisting a fitted pipeline with joblib
-========================================
+Saving a fitted pipeline safely
+===============================
 
-A scaler in front of the smoothed classifier changes the units of ``sigma`` and
-of the radii: they are in *scaled* units. A fitted pipeline round-trips through
-``joblib`` and gives identical certificates for the same ``random_state``
-(the network class lives in the importable :mod:`rrise_sklearn.nets`, so the
-file loads in any process).
+``rrise_sklearn.save`` writes a model as a JSON manifest, safetensors weights
+and numpy arrays: loading it never runs code from the file (a joblib file is a
+pickle, and unpickling can run anything). A scaler in front of the smoothed
+classifier changes the units of ``sigma`` and of the radii: they are in
+*scaled* units. The loaded pipeline gives identical certificates for the same
+``random_state``.
 """
 
 import os
 import tempfile
+import zipfile
 
-import joblib
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import rrise_sklearn
 from rrise_sklearn import SmoothedClassifier
 from rrise_sklearn.nets import SmallCNN
 
@@ -30,13 +32,12 @@ pipe = make_pipeline(
 pipe.fit(X[:1200], y[:1200])
 
 with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "smoothed_pipeline.joblib")
-    joblib.dump(pipe, path)
-    loaded = joblib.load(path)
+    path = rrise_sklearn.save(pipe, os.path.join(tmp, "smoothed_pipeline.zip"))
+    print("members:", sorted(zipfile.ZipFile(path).namelist()))
+    loaded = rrise_sklearn.load(path)
 
-Z = pipe[0].transform(X[1200:1250])
-a = pipe[-1].certify(Z)
-b = loaded[-1].certify(loaded[0].transform(X[1200:1250]))
+a = rrise_sklearn.certify(pipe, X[1200:1250])
+b = rrise_sklearn.certify(loaded, X[1200:1250])
 print(
     "identical certificates after the round trip:",
     np.array_equal(a.radius, b.radius) and np.array_equal(a.prediction, b.prediction),

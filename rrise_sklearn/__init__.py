@@ -8,11 +8,14 @@ Main entry points:
   calibrated.
 * :func:`certify`: certify with either, or with a Pipeline ending in one
   (radii in the units of the last step's input).
+* :func:`save` / :func:`load`: model files that cannot run code when loaded
+  (JSON manifest, safetensors weights, numpy arrays).
 * :mod:`rrise_sklearn.stats`, :mod:`rrise_sklearn.sampling`,
   :mod:`rrise_sklearn.metrics`: the statistics, the Monte Carlo engine and the
   metrics they rest on.
 """
 
+from .persistence import load, save
 from .pipeline import certify
 from .results import CertificationResult
 from .smoothing import SmoothedClassifier
@@ -24,5 +27,7 @@ __all__ = [
     "SmoothedClassifier",
     "VerificationReport",
     "certify",
+    "load",
+    "save",
 ]
 __version__ = "0.1.0.dev0"

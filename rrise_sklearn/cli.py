@@ -68,15 +68,48 @@ def _certifier(model: Any) -> tuple[Any, Any]:
         raise CLIError(str(exc)) from None
 
 
-def cmd_certify(args: argparse.Namespace) -> int:
+def _import_class(dotted: str) -> Any:
+    """A class named on the command line (the user's say-so, never the model file's)."""
+    import importlib
+
+    mod_name, _, attr = dotted.replace(":", ".").rpartition(".")
+    if not mod_name:
+        raise CLIError(f"--module needs a dotted name such as mypackage.nets.MyNet; got {dotted}")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise CLIError(f"cannot import --module {dotted}: {exc}") from None
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from .persistence import ModelFileError, is_model_file, load
+
+    path = args.model
+    if not os.path.exists(path):
+        raise CLIError(f"model file {path} not found")
+    module = [_import_class(m) for m in args.module] if args.module else None
+    if is_model_file(path) or path.endswith(".zip") or os.path.isdir(path):
+        try:
+            return load(path, module=module, device=args.device)
+        except (ModelFileError, TypeError, ValueError) as exc:
+            raise CLIError(f"cannot load model {path}: {exc}") from None
+    if not args.allow_pickle:
+        raise CLIError(
+            f"{path} is not an rrise model file (a directory or .zip written by "
+            "rrise_sklearn.save). If it is a joblib/pickle file: loading one can run any code "
+            "its author put in it. Re-save the model with rrise_sklearn.save(model, path), or "
+            "pass --allow-pickle if you trust where the file came from."
+        )
     import joblib
 
-    if not os.path.isfile(args.model):
-        raise CLIError(f"model file {args.model} not found")
     try:
-        model = joblib.load(args.model)
+        return joblib.load(path)
     except Exception as exc:  # noqa: BLE001
-        raise CLIError(f"cannot load model {args.model}: {type(exc).__name__}: {exc}") from None
+        raise CLIError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    model = _load_model(args)
     _, cert = _certifier(model)
     X = _load_array(args.data, "data")
     if X.dtype.kind not in "iuf":
@@ -188,16 +221,41 @@ def build_parser() -> argparse.ArgumentParser:
         "certify",
         help="certify the inputs of a .npy file with a saved model, write a TSV",
         description=(
-            "Certify every row of a .npy array with a model saved by joblib.dump (a "
-            "SmoothedClassifier, an RRISESurrogate, or a Pipeline ending in one). Writes one "
+            "Certify every row of a .npy array with a model saved by rrise_sklearn.save (a "
+            "SmoothedClassifier, an RRISESurrogate, or a Pipeline of scalers ending in one; "
+            "a directory or a .zip; loading it runs no code from the file). Writes one "
             "tab-separated line per input: idx, label, predict, radius, correct, time (the "
             "column order of the reference randomized-smoothing tools; time is the batch "
             "time divided by the number of inputs). A prediction equal to the abstain label "
             "(-1 by default) with radius 0 means the model abstained."
         ),
     )
-    cert.add_argument("--model", required=True, help="model file written by joblib.dump")
-    cert.add_argument("--data", required=True, help="inputs, a 2-D .npy array")
+    cert.add_argument(
+        "--model",
+        required=True,
+        help="model written by rrise_sklearn.save (directory or .zip)",
+    )
+    cert.add_argument(
+        "--module",
+        action="append",
+        metavar="DOTTED.CLASS",
+        help=(
+            "network class the model was trained with when it is not in rrise_sklearn.nets, "
+            "e.g. mypackage.nets.MyNet (imported because you name it here; repeatable)"
+        ),
+    )
+    cert.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help=(
+            "also accept a joblib/pickle file. UNSAFE: unpickling runs whatever code the "
+            "file's author put in it; use only for files you created or fully trust"
+        ),
+    )
+    cert.add_argument("--device", help="override the saved device, e.g. cpu")
+    cert.add_argument(
+        "--data", required=True, help="inputs, a .npy array of shape (n, features) or (n, C, H, W)"
+    )
     cert.add_argument("--labels", help="true labels, a 1-D .npy array (fills label/correct)")
     cert.add_argument("--out", required=True, help="output TSV file (written atomically)")
     cert.add_argument("--n0", type=int, help="selection samples (SmoothedClassifier only)")

@@ -20,6 +20,7 @@ from skorch.dataset import unpack_data
 from . import stats
 from ._validation import inferred_module_kwargs, validate_inputs
 from .metrics import certified_accuracy
+from .persistence import ModelFileMixin
 from .results import CertificationResult
 from .sampling import MonteCarloCounts, monte_carlo_counts, resolve_seed
 
@@ -107,7 +108,7 @@ def _check_int(name: str, value: Any, low: int = 1) -> int:
     return int(value)
 
 
-class SmoothedClassifier(NeuralNetClassifier):
+class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
     """Randomized-smoothing classifier over a torch module, trained through skorch.
 
     The smoothed classifier is ``g(x) = argmax_c P(f(x + eps) = c)`` with

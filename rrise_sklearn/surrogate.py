@@ -34,6 +34,7 @@ from .calibration import (
     probit,
 )
 from .metrics import certified_accuracy
+from .persistence import ModelFileMixin
 from .results import CertificationResult
 from .sampling import MonteCarloCounts, check_distinct_streams, resolve_seed
 from .smoothing import SmoothedClassifier, build_module, eval_forward
@@ -170,7 +171,7 @@ def _unwrap(smoothed: Any) -> Any:
     return smoothed
 
 
-class RRISESurrogate(ClassifierMixin, NeuralNet):
+class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     """One-forward-pass certifier: a surrogate of a smoothed classifier, conformally calibrated.
 
     Guarantee: for an input exchangeable with the calibration set,

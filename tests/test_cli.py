@@ -9,7 +9,7 @@ import pytest
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from rrise_sklearn import SmoothedClassifier
+from rrise_sklearn import SmoothedClassifier, save
 from rrise_sklearn.cli import main
 from rrise_sklearn.nets import MLP
 
@@ -22,6 +22,7 @@ def saved(tmp_path_factory, digits):
         StandardScaler(),
         SmoothedClassifier(MLP, module__hidden=32, max_epochs=5, n0=20, n=200, random_state=0),
     ).fit(X[:300], y[:300])
+    save(pipe, d / "model.zip")
     joblib.dump(pipe, d / "model.joblib")
     np.save(d / "X.npy", X[300:340])
     np.save(d / "y.npy", y[300:340])
@@ -35,7 +36,7 @@ def test_certify_writes_reference_tsv(saved):
         [
             "certify",
             "--model",
-            str(d / "model.joblib"),
+            str(d / "model.zip"),
             "--data",
             str(d / "X.npy"),
             "--labels",
@@ -63,13 +64,15 @@ def test_certify_writes_reference_tsv(saved):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda d: ["--model", str(d / "nope.joblib")], "not found"),
+        (lambda d: ["--model", str(d / "nope.zip")], "not found"),
+        (lambda d: ["--model", str(d / "model.joblib")], "not an rrise model file.*--allow-pickle"),
+        (lambda d: ["--model", str(d / "truncated.zip")], "cannot load model"),
         (lambda d: ["--data", str(d / "nope.npy")], "not found"),
         (lambda d: ["--data", str(d / "strings.npy")], "not numeric"),
         (lambda d: ["--data", str(d / "flat.npy")], r"shape \(inputs, features\)"),
         (lambda d: ["--data", str(d / "narrow.npy")], r"shape \(5,\); the model expects \(64,\)"),
         (lambda d: ["--labels", str(d / "short.npy")], "labels must be 1-D"),
-        (lambda d: ["--model", str(d / "X.npy")], "cannot load model"),
+        (lambda d: ["--model", str(d / "X.npy")], "not an rrise model file"),
         (lambda d: ["--data", str(d / "garbage.npy")], "cannot read|not a numeric"),
     ],
 )
@@ -80,8 +83,10 @@ def test_certify_errors_are_one_line_and_leave_no_file(saved, make, message, cap
     np.save(d / "narrow.npy", X[:, :5])
     np.save(d / "short.npy", np.arange(3))
     (d / "garbage.npy").write_bytes(b"not a numpy file at all")
+    blob = (d / "model.zip").read_bytes()
+    (d / "truncated.zip").write_bytes(blob[: len(blob) // 2])
     args = {
-        "--model": str(d / "model.joblib"),
+        "--model": str(d / "model.zip"),
         "--data": str(d / "X.npy"),
         "--labels": str(d / "y.npy"),
         "--out": str(d / "bad.tsv"),
@@ -100,20 +105,59 @@ def test_certify_errors_are_one_line_and_leave_no_file(saved, make, message, cap
     assert not list(d.glob(".rrise-*"))
 
 
+def test_pickle_files_need_allow_pickle_and_a_marker_payload_never_runs(saved, tmp_path, capsys):
+    """A joblib file is refused unless --allow-pickle; with it, the trusted file loads."""
+    d, pipe, X, y = saved
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    joblib.dump(Payload(), tmp_path / "evil.joblib")
+    rc = main(
+        [
+            "certify",
+            "--model",
+            str(tmp_path / "evil.joblib"),
+            "--data",
+            str(d / "X.npy"),
+            "--out",
+            str(tmp_path / "o.tsv"),
+        ]
+    )
+    assert rc == 2 and not marker.exists()
+    assert "--allow-pickle" in capsys.readouterr().err
+    out = tmp_path / "trusted.tsv"
+    rc = main(
+        [
+            "certify",
+            "--model",
+            str(d / "model.joblib"),
+            "--allow-pickle",
+            "--data",
+            str(d / "X.npy"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0 and len(out.read_text().splitlines()) == 42
+    assert "UNSAFE" in _help("certify")
+
+
+def _help(*command):
+    return subprocess.run(
+        [sys.executable, "-m", "rrise_sklearn", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def test_help_and_module_entry_point():
-    out = subprocess.run(
-        [sys.executable, "-m", "rrise_sklearn", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _help()
     assert "demo" in out and "certify" in out
-    out = subprocess.run(
-        [sys.executable, "-m", "rrise_sklearn", "certify", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _help("certify")
     assert "idx, label, predict, radius, correct, time" in " ".join(out.split())
 
 

@@ -1,0 +1,860 @@
+"""Model files that cannot run code when loaded: JSON manifest, safetensors weights, numpy arrays.
+
+:func:`save` writes a fitted :class:`~rrise_sklearn.SmoothedClassifier`, a
+fitted :class:`~rrise_sklearn.RRISESurrogate` (with its smoothed classifier),
+or a :class:`~sklearn.pipeline.Pipeline` of allow-listed scalers ending in one
+of them, as a directory or (for a path ending in ``.zip``) a zip archive of:
+
+* ``manifest.json``: format version, library and dependency versions, the
+  estimator class (from an allow-list), its JSON-able parameters, each
+  network's class as a dotted name with its constructor arguments, and the
+  SHA-256 of every other member;
+* ``*.safetensors``: network weights (the base network; the surrogate network
+  or its ensemble members). safetensors holds tensors and string metadata only;
+* ``arrays.npz``: fitted numpy state (classes, calibration scores, thresholds,
+  scaler statistics), read with ``allow_pickle=False``.
+
+:func:`load` reads it back without unpickling anything and without importing
+anything the file names: network classes come from :mod:`rrise_sklearn.nets`
+or from the classes the caller passes (``load(path, module=MyNet)``); loss and
+optimizer classes only from :mod:`torch.nn` and :mod:`torch.optim`. A file of a
+newer format, a checksum mismatch, a truncated archive, an unexpected member,
+or a member that is not what its name says (a pickle dropped in, say) is
+refused with :class:`ModelFileError` and nothing is executed.
+
+What is not saved: the optimizer's state (a loaded estimator certifies and
+predicts as before; training it further starts a fresh optimizer), callbacks
+and other parameters that are not JSON-able (named in a warning at save time),
+and, unless ``include_training_data=True``, the surrogate's training inputs
+and counts.
+
+Examples
+--------
+>>> import tempfile, os
+>>> import numpy as np
+>>> from rrise_sklearn import SmoothedClassifier, load, save
+>>> from rrise_sklearn.nets import MLP
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(60, 4)).astype(np.float32); y = (X[:, 0] > 0).astype(int)
+>>> clf = SmoothedClassifier(MLP, max_epochs=2, n=200, random_state=0).fit(X, y)
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     path = save(clf, os.path.join(tmp, "model.zip"))
+...     back = load(path)
+>>> bool(np.array_equal(back.certify(X[:5]).radius, clf.certify(X[:5]).radius))
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["FORMAT_VERSION", "ModelFileError", "is_model_file", "load", "save"]
+
+FORMAT = "rrise-sklearn-model"
+FORMAT_VERSION = 1
+_MANIFEST = "manifest.json"
+_ARRAYS = "arrays.npz"
+_MEMBER_NAME = re.compile(r"^[a-z0-9_]+\.(safetensors|npz)$")
+_MAX_MANIFEST_BYTES = 16 * 2**20
+
+# preprocessing steps a saved Pipeline may hold: their fitted state is numeric arrays only
+_SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "Normalizer")
+_ESTIMATORS = ("SmoothedClassifier", "RRISESurrogate", "Pipeline")
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, damaged, tampered with, or of an unknown format."""
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, np.integer)):
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isfinite(float(value))
+    if isinstance(value, (list, tuple)):
+        return all(_jsonable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python ones, tuples to lists (JSON)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("rrise-sklearn", "torch", "numpy", "scikit-learn", "skorch", "safetensors"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
+            out[dist] = None
+    return out
+
+
+def _text_array(a: np.ndarray) -> np.ndarray:
+    """Object arrays of strings become fixed-width unicode (no pickle needed)."""
+    if a.dtype.kind == "O":
+        if not all(isinstance(v, str) for v in a.ravel()):
+            raise TypeError("only numeric or string arrays can be saved")
+        return a.astype(str)
+    return a
+
+
+# ---------------------------------------------------------------------------
+# networks
+# ---------------------------------------------------------------------------
+def _network_spec(module_param: Any, kwargs: dict) -> dict:
+    """How to rebuild a network: its class as a dotted name and constructor arguments."""
+    if module_param is None:
+        return {"class": None}
+    given_as = "class" if inspect.isclass(module_param) else "instance"
+    cls = module_param if given_as == "class" else type(module_param)
+    bad = sorted(k for k, v in kwargs.items() if not _jsonable(v))
+    if bad:
+        raise TypeError(
+            f"cannot save module arguments {bad}: only JSON values (numbers, strings, lists) "
+            "can be stored in a model file."
+        )
+    return {"class": _dotted(cls), "given_as": given_as, "kwargs": _plain(kwargs)}
+
+
+def _resolve_module(spec: dict, module: Any) -> Any:
+    """The class (or instance) to rebuild a network with, never imported from the file."""
+    name = spec.get("class")
+    if not isinstance(name, str):
+        raise ModelFileError("the manifest names no network class")
+    given: list = []
+    if module is not None:
+        given = list(module) if isinstance(module, (list, tuple)) else [module]
+    for cand in given:  # exact dotted name, then class name
+        cls = cand if inspect.isclass(cand) else type(cand)
+        if _dotted(cls) == name:
+            return cand
+    for cand in given:
+        cls = cand if inspect.isclass(cand) else type(cand)
+        if cls.__qualname__ == name.rsplit(".", 1)[-1]:
+            return cand
+    if len(given) == 1:
+        return given[0]
+    prefix = "rrise_sklearn.nets."
+    if name.startswith(prefix) and "." not in name[len(prefix) :]:
+        from . import nets
+
+        cls = getattr(nets, name[len(prefix) :], None)
+        if inspect.isclass(cls) and issubclass(cls, torch.nn.Module):
+            if spec.get("given_as") == "instance" and module is None:
+                raise ModelFileError(
+                    f"the network was given as an instance of {name} whose constructor "
+                    f"arguments are unknown; pass load(path, module={cls.__name__}(...)) with "
+                    "the same arguments"
+                )
+            return cls
+    raise ModelFileError(
+        f"the file names the network class {name!r}, which is not in rrise_sklearn.nets; "
+        f"pass the class itself: load(path, module={name.rsplit('.', 1)[-1]}) (a model "
+        "file never makes rrise-sklearn import code)"
+    )
+
+
+def _resolve_torch(name: Any, kind: str) -> Any:
+    """A loss class from torch.nn or an optimizer class from torch.optim, by name."""
+    base, namespace = (
+        (torch.nn.Module, torch.nn) if kind == "criterion" else (torch.optim.Optimizer, torch.optim)
+    )
+    prefix = f"{namespace.__name__}."
+    if not isinstance(name, str) or not name.startswith(prefix):
+        raise ModelFileError(f"{kind} {name!r} is not a class of {namespace.__name__}")
+    cls = getattr(namespace, name[len(prefix) :], None)
+    if not (inspect.isclass(cls) and issubclass(cls, base)):
+        raise ModelFileError(f"{kind} {name!r} is not a class of {namespace.__name__}")
+    return cls
+
+
+def _torch_name(cls: Any, kind: str) -> str | None:
+    namespace = torch.nn if kind == "criterion" else torch.optim
+    if inspect.isclass(cls) and getattr(namespace, cls.__name__, None) is cls:
+        return f"{namespace.__name__}.{cls.__name__}"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# estimator parameters
+# ---------------------------------------------------------------------------
+_SPECIAL = {"module", "criterion", "optimizer", "smoothed"}
+
+
+def _params(est: Any, dropped: list) -> dict:
+    """JSON-able constructor parameters; others that differ from the defaults are dropped."""
+    params = est.get_params(deep=False)
+    defaults = {}
+    try:
+        sig = inspect.signature(type(est).__init__).parameters
+        defaults = {k: p.default for k, p in sig.items() if p.default is not inspect._empty}
+    except (TypeError, ValueError):  # pragma: no cover
+        pass
+    out: dict[str, Any] = {}
+    for key, val in params.items():
+        if key in _SPECIAL or key.startswith(("module__", "_")):
+            continue
+        if isinstance(val, torch.device):
+            val = str(val)
+        if isinstance(val, np.ndarray) and val.dtype.kind in "biufU":
+            val = val.tolist()
+        if _jsonable(val):
+            out[key] = _plain(val)
+        elif key in ("random_state",):
+            dropped.append(key)
+        elif key in defaults and (val is defaults[key] or _same_default(val, defaults[key])):
+            continue
+        elif key in _skorch_defaults() and val is _skorch_defaults()[key]:
+            continue
+        else:
+            dropped.append(key)
+    for kind in ("criterion", "optimizer"):
+        if kind in params:
+            name = _torch_name(params[kind], kind)
+            if name is None:
+                dropped.append(kind)
+            else:
+                out[kind] = name
+    return out
+
+
+def _same_default(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _skorch_defaults() -> dict:
+    from skorch import NeuralNet
+
+    sig = inspect.signature(NeuralNet.__init__).parameters
+    return {k: p.default for k, p in sig.items() if p.default is not inspect._empty}
+
+
+# ---------------------------------------------------------------------------
+# save
+# ---------------------------------------------------------------------------
+class _Writer:
+    def __init__(self) -> None:
+        self.members: dict[str, bytes] = {}
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def weights(self, name: str, module: torch.nn.Module) -> str:
+        from safetensors.torch import save as st_save
+
+        state = {
+            k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()
+        }
+        file = f"{name}.safetensors"
+        self.members[file] = st_save(state, metadata={"format": FORMAT})
+        return file
+
+    def array(self, key: str, value: Any) -> str:
+        self.arrays[key] = _text_array(np.asarray(value))
+        return key
+
+
+def _save_smoothed(est: Any, w: _Writer, prefix: str, dropped: list) -> dict:
+    from .smoothing import SmoothedClassifier
+
+    if not isinstance(est, SmoothedClassifier) or not est.__sklearn_is_fitted__():
+        raise TypeError("save needs a fitted SmoothedClassifier (call fit first).")
+    params = _params(est, dropped)
+    kwargs = est.get_params_for("module")
+    return {
+        "class": "SmoothedClassifier",
+        "params": params,
+        "network": _network_spec(est.module, kwargs),
+        "weights": w.weights(f"{prefix}network", est.module_),
+        "fitted": {
+            "classes": w.array(f"{prefix}classes", est.classes_),
+            "abstain_label": _plain(est.abstain_label_),
+            "input_shape": _plain(list(getattr(est, "input_shape_", None) or [])) or None,
+            "module_inferred_kwargs": _plain(getattr(est, "module_inferred_kwargs_", {})),
+            "n_count_draws": int(getattr(est, "_n_count_draws", 0)),
+        },
+    }
+
+
+def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: bool) -> dict:
+    from .surrogate import MeanLogProbEnsemble, RRISESurrogate
+
+    if not isinstance(est, RRISESurrogate) or not hasattr(est, "smoothed_"):
+        raise TypeError("save needs a fitted RRISESurrogate (call fit first).")
+    net = est.module_
+    members = len(net.members) if isinstance(net, MeanLogProbEnsemble) else 0
+    fitted: dict[str, Any] = {
+        "root_seed": int(est.root_seed_),
+        "input_shape": _plain(list(est.input_shape_)),
+        "module_inferred_kwargs": _plain(est.module_inferred_kwargs_),
+        "ensemble_members": members,
+        "amortization": _plain(getattr(est, "amortization_", None))
+        if _jsonable(getattr(est, "amortization_", None))
+        else None,
+    }
+    if hasattr(est, "threshold_"):
+        fitted.update(
+            {
+                "threshold": w.array("surrogate_threshold", est.threshold_),
+                "threshold_per_class": bool(np.ndim(est.threshold_) > 0),
+                "calibration_scores": w.array("surrogate_scores", est.calibration_scores_),
+                "calibration_classes": w.array("surrogate_score_classes", est.calibration_classes_),
+                "refined": w.array("surrogate_refined", est.refined_),
+                "prediction_cap": float(est.prediction_cap_),
+                "score_ceiling": None if est.score_ceiling_ is None else float(est.score_ceiling_),
+                "n_calibration": int(est.n_calibration_),
+                "calibration_samples": int(est.calibration_samples_),
+            }
+        )
+    if include_training_data and hasattr(est, "train_inputs_"):
+        fitted["train_inputs"] = w.array("surrogate_train_inputs", est.train_inputs_)
+        fitted["train_counts"] = w.array("surrogate_train_counts", est.train_counts_)
+    kwargs = est.get_params_for("module") if est.module is not None else {}
+    return {
+        "class": "RRISESurrogate",
+        "params": _params(est, dropped),
+        "network": _network_spec(est.module, kwargs),
+        "weights": w.weights("surrogate_network", net),
+        "fitted": fitted,
+        "smoothed": _save_smoothed(est.smoothed_, w, "base_", dropped),
+    }
+
+
+def _save_scaler(step: Any, i: int, w: _Writer) -> dict:
+    name = type(step).__name__
+    if name not in _SCALERS or type(step).__module__.split(".")[0] != "sklearn":
+        raise TypeError(
+            f"a saved Pipeline may hold only {', '.join(_SCALERS)} before the certifier; got "
+            f"{name}. Save the certifier alone and rebuild the preprocessing in code."
+        )
+    params = step.get_params(deep=False)
+    if not _jsonable(params):
+        raise TypeError(f"{name} has parameters that are not JSON values: {params}")
+    fitted = {}
+    for key, val in vars(step).items():
+        if not key.endswith("_") or key.startswith("_"):
+            continue
+        if isinstance(val, np.ndarray):
+            fitted[key] = {"array": w.array(f"step{i}_{key}", val), "object": val.dtype.kind == "O"}
+        elif _jsonable(val):
+            fitted[key] = {"value": _plain(val)}
+        else:
+            raise TypeError(f"{name}.{key} cannot be saved safely ({type(val).__name__})")
+    return {"class": name, "params": _plain(params), "fitted": fitted}
+
+
+def save(estimator: Any, path: str | os.PathLike, *, include_training_data: bool = False) -> str:
+    """Write a fitted estimator to ``path`` in a format that cannot run code when loaded.
+
+    Parameters
+    ----------
+    estimator : SmoothedClassifier, RRISESurrogate or Pipeline
+        Fitted. A Pipeline may hold scikit-learn scalers (``StandardScaler``,
+        ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``, ``Normalizer``)
+        before a certifier as its last step.
+    path : str or path-like
+        A directory (created; an existing model directory is replaced), or a
+        file ending in ``.zip``. Written atomically: a crash leaves the old
+        model or the new one, never a half-written one.
+    include_training_data : bool, default=False
+        Also store an RRISESurrogate's training inputs and counts
+        (``train_inputs_``, ``train_counts_``; they can be large and may be
+        private).
+
+    Returns
+    -------
+    path : str
+        The path written.
+
+    Raises
+    ------
+    TypeError
+        If the estimator is not fitted, is of another type, or holds a step
+        or module argument that cannot be stored without pickle.
+    """
+    from sklearn.pipeline import Pipeline
+
+    path = os.fspath(path)
+    w = _Writer()
+    dropped: list[str] = []
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": _versions(),
+    }
+    if isinstance(estimator, Pipeline):
+        steps = estimator.steps
+        pre = [_save_scaler(s, i, w) for i, (_, s) in enumerate(steps[:-1])]
+        manifest["estimator"] = "Pipeline"
+        manifest["step_names"] = [name for name, _ in steps]
+        manifest["steps"] = pre
+        manifest["final"] = _save_final(steps[-1][1], w, dropped, include_training_data)
+    else:
+        manifest["estimator"] = type(estimator).__name__
+        manifest["final"] = _save_final(estimator, w, dropped, include_training_data)
+    if dropped:
+        warnings.warn(
+            f"not saved (not JSON values; the loaded estimator uses the defaults): "
+            f"{sorted(set(dropped))}",
+            UserWarning,
+            stacklevel=2,
+        )
+    manifest["dropped_params"] = sorted(set(dropped))
+    buf = io.BytesIO()
+    np.savez(buf, **w.arrays)
+    w.members[_ARRAYS] = buf.getvalue()
+    manifest["files"] = {name: _sha256(data) for name, data in sorted(w.members.items())}
+    members = {_MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode(), **w.members}
+    if path.endswith(".zip"):
+        _write_zip(path, members)
+    else:
+        _write_dir(path, members)
+    return path
+
+
+def _save_final(est: Any, w: _Writer, dropped: list, include_training_data: bool) -> dict:
+    from .smoothing import SmoothedClassifier
+    from .surrogate import RRISESurrogate
+
+    if isinstance(est, RRISESurrogate):
+        return _save_surrogate(est, w, dropped, include_training_data)
+    if isinstance(est, SmoothedClassifier):
+        return _save_smoothed(est, w, "", dropped)
+    raise TypeError(
+        "save writes a SmoothedClassifier, an RRISESurrogate, or a Pipeline ending in one; "
+        f"got {type(est).__name__}."
+    )
+
+
+def _write_zip(path: str, members: dict[str, bytes]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".rrise-", suffix=".zip.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+                for name, data in members.items():
+                    zf.writestr(name, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_dir(path: str, members: dict[str, bytes]) -> None:
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"folder {parent} does not exist")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise FileExistsError(f"{path} exists and is not a directory")
+        if os.listdir(path) and not os.path.isfile(os.path.join(path, _MANIFEST)):
+            raise FileExistsError(
+                f"{path} is a non-empty directory that holds no rrise model; not replacing it"
+            )
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".rrise-", suffix=".tmp")
+    try:
+        for name, data in members.items():
+            with open(os.path.join(tmp, name), "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        old = None
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=".rrise-old-")
+            os.rmdir(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# load
+# ---------------------------------------------------------------------------
+def _read_members(path: str) -> tuple[dict, dict[str, bytes]]:
+    """The manifest and the member files it lists, checked against their checksums."""
+    if os.path.isdir(path):
+
+        def read(name: str) -> bytes:
+            file = os.path.join(path, name)
+            if not os.path.isfile(file):
+                raise ModelFileError(f"{path}: member {name} is missing")
+            with open(file, "rb") as fh:
+                return fh.read()
+
+        names = None
+    elif os.path.isfile(path):
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ModelFileError(
+                f"{path} is not an rrise model file (a directory or .zip written by "
+                f"rrise_sklearn.save): {exc}"
+            ) from None
+        names = set(zf.namelist())
+
+        def read(name: str) -> bytes:
+            if name not in names:
+                raise ModelFileError(f"{path}: member {name} is missing")
+            try:
+                return zf.read(name)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise ModelFileError(f"{path}: member {name} is damaged ({exc})") from None
+    else:
+        raise FileNotFoundError(f"model file {path} not found")
+
+    raw = read(_MANIFEST)
+    if len(raw) > _MAX_MANIFEST_BYTES:
+        raise ModelFileError(f"{path}: manifest is implausibly large ({len(raw)} bytes)")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: manifest.json is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an rrise-sklearn model (manifest format field)")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f"{path}: manifest has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} was written in model format {version} by a newer rrise-sklearn; this "
+            f"version reads format {FORMAT_VERSION} and older: upgrade rrise-sklearn"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or _ARRAYS not in files:
+        raise ModelFileError(f"{path}: manifest lists no member files")
+    for name in files:
+        if not isinstance(name, str) or not _MEMBER_NAME.match(name):
+            raise ModelFileError(f"{path}: manifest lists an invalid member name {name!r}")
+    if names is not None:
+        extra = names - set(files) - {_MANIFEST}
+        if extra:
+            raise ModelFileError(f"{path}: unexpected members {sorted(extra)}; refusing the file")
+    data = {}
+    for name, digest in files.items():
+        blob = read(name)
+        if _sha256(blob) != digest:
+            raise ModelFileError(
+                f"{path}: checksum mismatch for {name}: the file is damaged or was modified"
+            )
+        data[name] = blob
+    return manifest, data
+
+
+class _Reader:
+    def __init__(self, path: str, data: dict[str, bytes]) -> None:
+        self.path = path
+        self.data = data
+        try:
+            with np.load(io.BytesIO(data[_ARRAYS]), allow_pickle=False) as npz:
+                self.arrays = {k: npz[k] for k in npz.files}
+        except Exception as exc:  # noqa: BLE001 - any failure means a bad member
+            raise ModelFileError(
+                f"{path}: {_ARRAYS} is not a plain numeric archive ({exc})"
+            ) from None
+
+    def array(self, key: Any) -> np.ndarray:
+        if key not in self.arrays:
+            raise ModelFileError(f"{self.path}: array {key!r} is missing from {_ARRAYS}")
+        return self.arrays[key]
+
+    def weights(self, name: Any) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load as st_load
+
+        if name not in self.data or not str(name).endswith(".safetensors"):
+            raise ModelFileError(f"{self.path}: weights member {name!r} is missing")
+        try:
+            return st_load(self.data[name])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelFileError(f"{self.path}: {name} is not a safetensors file ({exc})") from None
+
+
+def _get(section: Any, key: str, path: str) -> Any:
+    if not isinstance(section, dict) or key not in section:
+        raise ModelFileError(f"{path}: manifest entry {key!r} is missing")
+    return section[key]
+
+
+def _load_weights(net: torch.nn.Module, state: dict, path: str, what: str) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"{path}: the {what} weights do not fit the rebuilt network ({exc}); pass the "
+            "network class the model was trained with (module=...)"
+        ) from None
+
+
+def _build_params(spec: dict, path: str, device: Any) -> dict:
+    params = dict(_get(spec, "params", path))
+    for kind in ("criterion", "optimizer"):
+        if kind in params:
+            params[kind] = _resolve_torch(params[kind], kind)
+    if device is not None:
+        params["device"] = device
+    dev = str(params.get("device", "cpu"))
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelFileError(
+            f"{path} was saved with device={dev!r} and no CUDA device is available here; "
+            "load it with device='cpu'"
+        )
+    return params
+
+
+def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
+    from .smoothing import SmoothedClassifier
+
+    if spec.get("class") != "SmoothedClassifier":
+        raise ModelFileError(f"{r.path}: expected a SmoothedClassifier entry")
+    params = _build_params(spec, r.path, device)
+    net_spec = _get(spec, "network", r.path)
+    cls = _resolve_module(net_spec, module)
+    kwargs = {f"module__{k}": v for k, v in (net_spec.get("kwargs") or {}).items()}
+    try:
+        est = SmoothedClassifier(cls, **params, **kwargs)
+    except TypeError as exc:
+        raise ModelFileError(f"{r.path}: invalid SmoothedClassifier parameters ({exc})") from None
+    fitted = _get(spec, "fitted", r.path)
+    shape = _get(fitted, "input_shape", r.path)
+    if shape is not None:  # None: a pretrained module that has not seen an input yet
+        est.input_shape_ = tuple(int(s) for s in shape)
+        est.n_features_in_ = int(math.prod(est.input_shape_))
+    est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
+    est.initialize()
+    est.abstain_label = _get(fitted, "abstain_label", r.path)  # the one fit resolved
+    try:
+        est._set_classes(r.array(_get(fitted, "classes", r.path)))
+    except ValueError as exc:
+        raise ModelFileError(f"{r.path}: invalid classes ({exc})") from None
+    finally:
+        est.abstain_label = params.get("abstain_label")
+    est._n_count_draws = int(fitted.get("n_count_draws", 0))
+    _load_weights(est.module_, r.weights(_get(spec, "weights", r.path)), r.path, "base network")
+    est.module_.eval()
+    return est
+
+
+def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
+    from .smoothing import build_module
+    from .surrogate import MeanLogProbEnsemble, RRISESurrogate
+
+    smoothed = _load_smoothed(_get(spec, "smoothed", r.path), r, module, device)
+    params = _build_params(spec, r.path, device)
+    net_spec = _get(spec, "network", r.path)
+    cls = None if net_spec.get("class") is None else _resolve_module(net_spec, module)
+    kwargs = {f"module__{k}": v for k, v in (net_spec.get("kwargs") or {}).items()}
+    try:
+        est = RRISESurrogate(smoothed, cls, **params, **kwargs)
+    except TypeError as exc:
+        raise ModelFileError(f"{r.path}: invalid RRISESurrogate parameters ({exc})") from None
+    fitted = _get(spec, "fitted", r.path)
+    est.smoothed_ = smoothed
+    est.root_seed_ = int(_get(fitted, "root_seed", r.path))
+    est.input_shape_ = tuple(int(s) for s in _get(fitted, "input_shape", r.path))
+    est.n_features_in_ = int(math.prod(est.input_shape_))
+    est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
+    est.initialize()
+    k = int(fitted.get("ensemble_members", 0))
+    if k > 0:
+        import copy
+
+        members = [
+            copy.deepcopy(smoothed.module_) if cls is None else build_module(est) for _ in range(k)
+        ]
+        est.module_ = MeanLogProbEnsemble(members).to(est.device)
+        est.initialize_optimizer()
+    _load_weights(est.module_, r.weights(_get(spec, "weights", r.path)), r.path, "surrogate")
+    est.module_.eval()
+    if fitted.get("amortization") is not None:
+        est.amortization_ = dict(fitted["amortization"])
+    if "threshold" in fitted:
+        thr = r.array(fitted["threshold"]).astype(np.float64)
+        est.threshold_ = thr if fitted.get("threshold_per_class") else float(thr)
+        est.calibration_scores_ = r.array(fitted["calibration_scores"])
+        est.calibration_classes_ = r.array(fitted["calibration_classes"])
+        est.refined_ = r.array(fitted["refined"])
+        est.prediction_cap_ = float(fitted["prediction_cap"])
+        sc = fitted.get("score_ceiling")
+        est.score_ceiling_ = None if sc is None else float(sc)
+        est.n_calibration_ = int(fitted["n_calibration"])
+        est.calibration_samples_ = int(fitted["calibration_samples"])
+    if "train_inputs" in fitted:
+        est.train_inputs_ = r.array(fitted["train_inputs"])
+        est.train_counts_ = r.array(fitted["train_counts"])
+    return est
+
+
+def _load_scaler(spec: dict, r: _Reader) -> Any:
+    from sklearn import preprocessing
+
+    name = spec.get("class")
+    if name not in _SCALERS:
+        raise ModelFileError(f"{r.path}: pipeline step {name!r} is not an allowed scaler")
+    step = getattr(preprocessing, name)(**_get(spec, "params", r.path))
+    for key, entry in _get(spec, "fitted", r.path).items():
+        if not (isinstance(key, str) and key.endswith("_") and key.isidentifier()):
+            raise ModelFileError(f"{r.path}: invalid fitted attribute {key!r}")
+        if "array" in entry:
+            val = r.array(entry["array"])
+            if entry.get("object"):
+                val = val.astype(object)
+        else:
+            val = entry.get("value")
+        setattr(step, key, val)
+    return step
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    module: Any = None,
+    device: Any = None,
+) -> Any:
+    """Read an estimator written by :func:`save`; nothing in the file is executed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The directory or ``.zip`` file written by :func:`save`.
+    module : torch.nn.Module class or instance, or a list of them, optional
+        The network classes the model was trained with, when they are not in
+        :mod:`rrise_sklearn.nets` (a model file names its classes, but
+        rrise-sklearn never imports what a file names). Matched by dotted
+        name, then by class name; a single class is used for every network
+        not from :mod:`rrise_sklearn.nets`.
+    device : str, optional
+        Override the saved ``device`` (e.g. ``"cpu"`` for a model trained on
+        a GPU).
+
+    Returns
+    -------
+    estimator : SmoothedClassifier, RRISESurrogate or Pipeline
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ModelFileError
+        If the file is not a model file, is of a newer format, is damaged or
+        was modified (checksum), holds unexpected members, or names a network
+        class that is neither in :mod:`rrise_sklearn.nets` nor passed.
+    """
+    path = os.fspath(path)
+    manifest, data = _read_members(path)
+    r = _Reader(path, data)
+    kind = manifest.get("estimator")
+    if kind not in _ESTIMATORS:
+        raise ModelFileError(f"{path}: unknown estimator {kind!r}")
+    final_spec = _get(manifest, "final", path)
+    final_kind = final_spec.get("class") if isinstance(final_spec, dict) else None
+    if final_kind == "RRISESurrogate":
+        final = _load_surrogate(final_spec, r, module, device)
+    elif final_kind == "SmoothedClassifier":
+        final = _load_smoothed(final_spec, r, module, device)
+    else:
+        raise ModelFileError(f"{path}: unknown estimator {final_kind!r}")
+    if kind != "Pipeline":
+        return final
+    from sklearn.pipeline import Pipeline
+
+    names = _get(manifest, "step_names", path)
+    steps_spec = _get(manifest, "steps", path)
+    if not (
+        isinstance(names, list)
+        and isinstance(steps_spec, list)
+        and len(names) == len(steps_spec) + 1
+        and all(isinstance(n, str) for n in names)
+    ):
+        raise ModelFileError(f"{path}: pipeline steps are inconsistent")
+    steps = [_load_scaler(s, r) for s in steps_spec]
+    return Pipeline(list(zip(names, [*steps, final], strict=True)))
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a model written by :func:`save` (no full check)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, _MANIFEST))
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return _MANIFEST in zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
+
+
+class ModelFileMixin:
+    """``save`` and ``load`` methods for the estimators (see :func:`save` / :func:`load`)."""
+
+    def save(self, path: str | os.PathLike, **kwargs: Any) -> str:
+        """Write the fitted estimator with :func:`rrise_sklearn.save` (no pickle).
+
+        A directory, or a zip file for a path ending in ``.zip``: JSON manifest,
+        safetensors weights and numpy arrays. Read it back with :meth:`load`.
+        """
+        return save(self, path, **kwargs)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, module: Any = None, device: Any = None) -> Any:
+        """Read a file written by :meth:`save`; see :func:`rrise_sklearn.load`.
+
+        Nothing in the file is executed; a network class outside
+        :mod:`rrise_sklearn.nets` must be passed as ``module``. Raises
+        :class:`ModelFileError` if the file holds another estimator type.
+        """
+        est = load(path, module=module, device=device)
+        if not isinstance(est, cls):
+            raise ModelFileError(
+                f"{os.fspath(path)} holds a {type(est).__name__}, not a {cls.__name__}"
+            )
+        return est
