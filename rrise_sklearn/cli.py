@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,23 +21,14 @@ class CLIError(Exception):
     """An error reported to the user in one line (no traceback)."""
 
 
-def _write_atomic(path: str, text: str | None = None, writer: Any = None) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise CLIError(f"output folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".rrise-", suffix=".tmp")
+def _write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a one-line error if the folder is missing)."""
+    from ._io import write_atomic
+
     try:
-        with os.fdopen(fd, "w" if text is not None else "wb") as fh:
-            if text is not None:
-                fh.write(text)
-            else:
-                writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        write_atomic(path, lambda fh: fh.write(text), text=True)
+    except FileNotFoundError as exc:
+        raise CLIError(f"output {exc}") from None
 
 
 # ---------------------------------------------------------------------------

@@ -196,9 +196,9 @@ def run_demo(
             y_test, {f"Monte Carlo (n={cfg.n})": mc, "RRISE (1 pass)": rr}, ceiling=ceiling
         )
         disp.ax_.set_title(f"digits, sigma={cfg.sigma}")
-        from .cli import _write_atomic
+        from ._io import write_atomic
 
-        _write_atomic(out, writer=lambda fh: disp.figure_.savefig(fh, format="png", dpi=120))
+        write_atomic(out, lambda fh: disp.figure_.savefig(fh, format="png", dpi=120))
         lines.append(f"plot: {out}")
     print_fn("\n".join(lines))
     return figures

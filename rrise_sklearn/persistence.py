@@ -62,6 +62,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._io import write_atomic
+
 __all__ = ["FORMAT_VERSION", "ModelFileError", "is_model_file", "load", "save"]
 
 FORMAT = "rrise-sklearn-model"
@@ -344,6 +346,7 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
                 "score_ceiling": None if est.score_ceiling_ is None else float(est.score_ceiling_),
                 "n_calibration": int(est.n_calibration_),
                 "calibration_samples": int(est.calibration_samples_),
+                "calibrated_for": _plain(getattr(est, "calibrated_for_", None)),
             }
         )
     if include_training_data and hasattr(est, "train_inputs_"):
@@ -467,22 +470,12 @@ def _save_final(est: Any, w: _Writer, dropped: list, include_training_data: bool
 
 
 def _write_zip(path: str, members: dict[str, bytes]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".rrise-", suffix=".zip.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
-                for name, data in members.items():
-                    zf.writestr(name, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def writer(fh: Any) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+
+    write_atomic(path, writer)
 
 
 def _write_dir(path: str, members: dict[str, bytes]) -> None:
@@ -727,6 +720,8 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est.score_ceiling_ = None if sc is None else float(sc)
         est.n_calibration_ = int(fitted["n_calibration"])
         est.calibration_samples_ = int(fitted["calibration_samples"])
+        if fitted.get("calibrated_for") is not None:
+            est.calibrated_for_ = {k: float(v) for k, v in fitted["calibrated_for"].items()}
     if "train_inputs" in fitted:
         est.train_inputs_ = r.array(fitted["train_inputs"])
         est.train_counts_ = r.array(fitted["train_counts"])

@@ -39,6 +39,7 @@ valid) counts on different device types.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import weakref
@@ -49,6 +50,8 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.utils.parallel import Parallel, delayed
+
+from ._io import write_atomic
 
 __all__ = [
     "MonteCarloCounts",
@@ -625,3 +628,322 @@ def _progress(total: int, verbose: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="Monte Carlo", unit="input", leave=False)
+
+
+# ---------------------------------------------------------------------------
+# resumable, scaled-out precomputation
+# ---------------------------------------------------------------------------
+_CACHE_FORMAT = 1
+_CACHE_MANIFEST = "cache.json"
+
+
+def _model_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a module's class name, its printed structure and its state_dict.
+
+    The class's import path is left out (the same network run as a script and
+    imported from a package must match); the printed structure (``repr``)
+    tells apart networks with the same weights but other layers, such as a
+    ``torch.nn.Sequential`` with another activation.
+    """
+    h = hashlib.sha256(f"{type(model).__qualname__}|{model!r}".encode())
+    for key, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"|{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _inputs_digest(X: np.ndarray) -> str:
+    h = hashlib.sha256(f"{X.dtype}|{X.shape}|".encode())
+    h.update(np.ascontiguousarray(X).tobytes())
+    return h.hexdigest()
+
+
+def _open_cache(cache_dir: str, fingerprint: dict) -> str:
+    """Create or check the cache's manifest; return the fingerprint's digest."""
+    import json
+    import os
+
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, _CACHE_MANIFEST)
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                stored = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"cache_dir {cache_dir} has an unreadable {_CACHE_MANIFEST} ({exc}); delete the "
+                "folder or pass another cache_dir."
+            ) from None
+        if stored != fingerprint:
+            keys = sorted(set(stored) | set(fingerprint))
+            diff = [k for k in keys if stored.get(k) != fingerprint.get(k)]
+            raise ValueError(
+                f"cache_dir {cache_dir} holds counts of another computation (differs in: "
+                f"{', '.join(diff)}); pass another cache_dir, or delete this one to start over."
+            )
+        return digest
+    write_atomic(path, lambda fh: json.dump(fingerprint, fh, indent=1, sort_keys=True), text=True)
+    return digest
+
+
+def _read_chunk(path: str, digest: str, rows: int, n: int, n_classes: int) -> np.ndarray | None:
+    """A finished chunk's counts, or None if it is missing, damaged or from elsewhere."""
+    import os
+
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            counts = z["counts"]
+            ok = (
+                str(z["fingerprint"]) == digest
+                and str(z["sha256"]) == hashlib.sha256(counts.tobytes()).hexdigest()
+                and counts.shape == (rows, n_classes)
+                and bool(np.all(counts.sum(axis=1) == n))
+            )
+    except Exception:  # noqa: BLE001 - truncated or garbled: recompute
+        return None
+    return counts if ok else None
+
+
+def _count_chunk(
+    forward: Any, X: np.ndarray, first_group: int, kwargs: dict, threads: int, parent: int
+) -> np.ndarray:
+    """One chunk of whole noise groups; runs in a joblib worker (or in-process)."""
+    import os
+
+    if os.getpid() != parent and threads:
+        torch.set_num_threads(int(threads))  # worker processes: no oversubscription
+    if isinstance(forward, torch.nn.Module):
+        forward.eval()
+    Xt = torch.as_tensor(X).to(kwargs["device"])
+    with torch.inference_mode():
+        kw = dict(kwargs)
+        if kw["batch_size"] == "auto":
+            kw["batch_size"] = tuned_batch_size(forward, Xt, Xt.shape[0] * kw["n"])
+        return _count_groups(forward, Xt, first_group, **kw)
+
+
+def precompute_counts(
+    model: Any,
+    X: Any,
+    *,
+    sigma: float,
+    n: int,
+    n_classes: int,
+    random_state: Any,
+    noise_sharing: int = 1,
+    cache_dir: str | None = None,
+    chunk_size: int = 256,
+    n_jobs: int | None = None,
+    batch_size: int | str = "auto",
+    device: Any = None,
+    threads_per_worker: int | None = 1,
+    verbose: int = 0,
+) -> MonteCarloCounts:
+    """Monte Carlo counts of many inputs in chunks: resumable, and scaled out with joblib.
+
+    The same counts as :func:`monte_carlo_counts` with the same arguments
+    (the noise is a function of the seed and each input's noise group only),
+    computed in chunks of ``chunk_size`` inputs. With ``cache_dir``, each
+    finished chunk is written there atomically (``.npz`` with a SHA-256 of its
+    counts); after a crash the same call recomputes only the missing or
+    damaged chunks. Chunks run through :class:`sklearn.utils.parallel.Parallel`:
+    ``n_jobs`` uses local workers, and an enclosing
+    ``joblib.parallel_config(backend="dask")`` with a live
+    ``distributed.Client`` runs them on a Dask cluster. Only the model, the
+    inputs of a chunk and the seed travel to a worker, never noise; results
+    come back to this process, which alone writes the cache.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The base classifier (logits or scores of shape ``(batch, n_classes)``).
+    X : array-like of shape (n_inputs, *input_shape)
+        Inputs.
+    sigma, n, n_classes, noise_sharing, batch_size, device :
+        As in :func:`monte_carlo_counts`.
+    random_state : int, SeedSequence or Generator
+        The noise seed. Required with ``cache_dir``, and must be the same int
+        on every run that shares the cache.
+    cache_dir : str, optional
+        Folder for finished chunks. It records a fingerprint of the
+        computation (SHA-256 of the module's state_dict and of the inputs,
+        sigma, n, n_classes, seed, noise_sharing, chunk size, device type); a
+        folder written for anything else is refused with ``ValueError``.
+    chunk_size : int, default=256
+        Inputs per chunk (rounded down to whole noise groups, at least one).
+        Part of the fingerprint: resume with the same value.
+    n_jobs : int, optional
+        Parallel chunks (``None``: 1 unless an enclosing joblib backend says
+        otherwise). The counts do not depend on it, nor on the backend.
+    threads_per_worker : int or None, default=1
+        torch threads in each worker *process* (not in this process); keep
+        ``threads x workers <= cores``. ``None`` leaves torch's default.
+    verbose : int, default=0
+        ``> 0`` shows a progress bar over chunks that says how many were
+        found in the cache.
+
+    Returns
+    -------
+    counts : MonteCarloCounts of shape (n_inputs, n_classes)
+
+    Raises
+    ------
+    ValueError
+        For invalid arguments, for ``cache_dir`` without a fixed
+        ``random_state``, or for a ``cache_dir`` written by another
+        computation (the message names what differs).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import torch
+    >>> from rrise_sklearn.sampling import monte_carlo_counts, precompute_counts
+    >>> f = torch.nn.Linear(2, 3)
+    >>> X = torch.randn(10, 2)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     a = precompute_counts(f, X, sigma=0.5, n=200, n_classes=3, random_state=0,
+    ...                           cache_dir=d, chunk_size=4)
+    ...     b = precompute_counts(f, X, sigma=0.5, n=200, n_classes=3, random_state=0,
+    ...                           cache_dir=d, chunk_size=4)  # read back from the cache
+    >>> c = monte_carlo_counts(f, X, sigma=0.5, n=200, n_classes=3, random_state=0,
+    ...                        noise_sharing=1)
+    >>> bool((a == b).all() and (a == c).all())
+    True
+    """
+    import os
+
+    from joblib import effective_n_jobs
+
+    if cache_dir is not None and random_state is None:
+        raise ValueError(
+            "cache_dir needs a fixed random_state (e.g. random_state=0): a rerun must draw the "
+            "same noise to reuse finished chunks."
+        )
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    sigma = float(sigma)
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0; got sigma={sigma!r}.")
+    for name, val in (
+        ("n", n),
+        ("n_classes", n_classes),
+        ("noise_sharing", noise_sharing),
+        ("chunk_size", chunk_size),
+    ):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {name}={val!r}.")
+    if not (
+        batch_size == "auto" or (isinstance(batch_size, (int, np.integer)) and batch_size >= 1)
+    ):
+        raise ValueError(f'batch_size must be an integer >= 1 or "auto"; got {batch_size!r}.')
+    Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    if Xn.ndim < 2:
+        raise ValueError(f"X must have shape (n_inputs, ...); got shape {Xn.shape}.")
+    Xn = np.ascontiguousarray(Xn, dtype=np.float32)
+    if not np.isfinite(Xn).all():
+        raise ValueError("X contains NaN or infinity; clean or impute the inputs first.")
+    n, n_classes, noise_sharing = int(n), int(n_classes), int(noise_sharing)
+    dev = torch.device(device) if device is not None else _module_device(model)
+    root = resolve_seed(random_state)
+    n_inputs = len(Xn)
+    if n_inputs == 0:
+        return MonteCarloCounts(np.zeros((0, n_classes), dtype=np.int64), noise_key=root)
+    groups_per_chunk = max(1, int(chunk_size) // noise_sharing)
+    n_groups = -(-n_inputs // noise_sharing)
+    starts = list(range(0, n_groups, groups_per_chunk))
+    spans = [
+        (g0 * noise_sharing, min(n_inputs, (g0 + groups_per_chunk) * noise_sharing))
+        for g0 in starts
+    ]
+
+    digest = None
+    if cache_dir is not None:
+        fingerprint = {
+            "format": _CACHE_FORMAT,
+            "model": _model_digest(model),
+            "inputs": _inputs_digest(Xn),
+            "sigma": sigma,
+            "n": n,
+            "n_classes": n_classes,
+            "seed": str(root),
+            "noise_sharing": noise_sharing,
+            "chunk_inputs": groups_per_chunk * noise_sharing,
+            "device_type": dev.type,
+        }
+        digest = _open_cache(os.fspath(cache_dir), fingerprint)
+
+    def chunk_path(i: int) -> str:
+        return os.path.join(os.fspath(cache_dir), f"chunk_{i:06d}.npz")
+
+    parts: list[np.ndarray | None] = [None] * len(starts)
+    if digest is not None:
+        for i, (a, b) in enumerate(spans):
+            parts[i] = _read_chunk(chunk_path(i), digest, b - a, n, n_classes)
+    todo = [i for i, p in enumerate(parts) if p is None]
+    bar = None
+    if verbose:
+        from tqdm.auto import tqdm
+
+        cached = len(starts) - len(todo)
+        bar = tqdm(
+            total=len(starts),
+            initial=cached,
+            desc=f"Monte Carlo chunks ({cached} cached)",
+            unit="chunk",
+        )
+    kwargs = dict(
+        sigma=sigma,
+        n=n,
+        n_classes=n_classes,
+        batch_size=batch_size,
+        root=root,
+        noise_sharing=noise_sharing,
+        device=dev,
+    )
+    parent = os.getpid()
+    was_training = model.training
+
+    def finish(i: int, counts: np.ndarray) -> None:
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        if digest is not None:
+            arrays = dict(
+                counts=counts,
+                sha256=np.array(hashlib.sha256(counts.tobytes()).hexdigest()),
+                fingerprint=np.array(digest),
+                index=np.array(i),
+            )
+            write_atomic(chunk_path(i), lambda fh: np.savez(fh, **arrays))
+        parts[i] = counts
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        workers = 1 if n_jobs is None and not _in_parallel_config() else effective_n_jobs(n_jobs)
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                a, b = spans[i]
+                finish(i, _count_chunk(model, Xn[a:b], starts[i], kwargs, 0, parent))
+        else:
+            tasks = [
+                delayed(_count_chunk)(
+                    model,
+                    Xn[spans[i][0] : spans[i][1]],
+                    starts[i],
+                    kwargs,
+                    threads_per_worker or 0,
+                    parent,
+                )
+                for i in todo
+            ]
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+            for i, counts in zip(todo, results, strict=True):
+                finish(i, counts)
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    return MonteCarloCounts(np.concatenate(parts, axis=0), noise_key=root)

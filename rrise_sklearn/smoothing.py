@@ -4,6 +4,7 @@ randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
 from __future__ import annotations
 
 import inspect
+import numbers
 import warnings
 from typing import Any
 
@@ -22,7 +23,7 @@ from ._validation import inferred_module_kwargs, validate_inputs
 from .metrics import certified_accuracy
 from .persistence import ModelFileMixin
 from .results import CertificationResult
-from .sampling import MonteCarloCounts, monte_carlo_counts, resolve_seed
+from .sampling import MonteCarloCounts, monte_carlo_counts, precompute_counts, resolve_seed
 
 __all__ = ["SmoothedClassifier"]
 
@@ -100,6 +101,13 @@ def _warn_if_n_too_small(n: int, alpha: float, what: str) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (numpy scalars included), not a bool or a string."""
+    return isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def _check_int(name: str, value: Any, low: int = 1) -> int:
@@ -307,12 +315,7 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
     # ------------------------------------------------------------------
     def _validate_smoothing_params(self) -> None:
         sigma = self.sigma
-        if (
-            isinstance(sigma, bool)
-            or not np.isscalar(sigma)
-            or not np.isfinite(sigma)
-            or sigma <= 0
-        ):
+        if not _is_real(sigma) or not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(
                 "sigma (the noise standard deviation, in the units of X) must be a finite "
                 f"number > 0; got sigma={sigma!r}."
@@ -322,9 +325,9 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         if self.mc_batch_size != "auto":
             _check_int("mc_batch_size", self.mc_batch_size)
         _check_int("noise_sharing", self.noise_sharing)
-        if not np.isscalar(self.alpha) or not 0 < self.alpha < 1:
+        if not _is_real(self.alpha) or not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), e.g. 0.001; got alpha={self.alpha!r}.")
-        if not np.isscalar(self.score_radius) or not self.score_radius >= 0:
+        if not _is_real(self.score_radius) or not self.score_radius >= 0:
             raise ValueError(f"score_radius must be >= 0; got {self.score_radius!r}.")
 
     def _set_classes(self, classes: np.ndarray) -> None:
@@ -468,6 +471,8 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         *,
         random_state: Any = None,
         noise_sharing: int | None = None,
+        cache_dir: str | None = None,
+        chunk_size: int = 256,
     ) -> MonteCarloCounts:
         """Monte Carlo class counts of the base network under this estimator's noise.
 
@@ -485,6 +490,14 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         noise_sharing : int, optional
             Override the estimator's ``noise_sharing`` (``1``: independent
             inputs).
+        cache_dir : str, optional
+            Keep finished chunks of ``chunk_size`` inputs in this folder, so
+            that a crashed or killed run resumes where it stopped (see
+            :func:`~rrise_sklearn.sampling.precompute_counts`; the counts are
+            the same as without it). Needs a fixed seed (``random_state`` here
+            or on the estimator).
+        chunk_size : int, default=256
+            Inputs per cached chunk.
 
         Returns
         -------
@@ -495,28 +508,59 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
             can refuse counts that reuse each other's noise.
         """
         X = self._validate_X(X)
+        if cache_dir is not None and random_state is None and self.random_state is None:
+            raise ValueError(
+                "cache_dir needs a fixed seed: set random_state on the estimator or pass "
+                "random_state=..., so that a rerun draws the same noise."
+            )
         if random_state is None:
             k = getattr(self, "_n_count_draws", 0)
             self._n_count_draws = k + 1
             random_state = np.random.SeedSequence(self._root_seed(), spawn_key=(_COUNTS, k))
-        return self._counts(X, n or self.n, random_state, noise_sharing)
-
-    def _counts(self, X: np.ndarray, n: int, seed: Any, noise_sharing: int | None = None) -> Any:
-        if seed is None:
-            seed = self._stream(self._root_seed(), _PREDICT)
-        return monte_carlo_counts(
+        n = self.n if n is None else n
+        if cache_dir is None:
+            return self._counts(X, n, random_state, noise_sharing)
+        return precompute_counts(
             self.module_,
             X,
             sigma=float(self.sigma),
             n=_check_int("n", n),
             n_classes=len(self.classes_),
-            batch_size=self.mc_batch_size,
-            random_state=seed,
-            device=self.device,
+            random_state=random_state,
             noise_sharing=int(noise_sharing or self.noise_sharing),
+            cache_dir=cache_dir,
+            chunk_size=chunk_size,
             n_jobs=self.n_jobs,
+            batch_size=self.mc_batch_size,
+            device=self.device,
             verbose=self.verbose,
         )
+
+    def _counts(self, X: np.ndarray, n: int, seed: Any, noise_sharing: int | None = None) -> Any:
+        if seed is None:
+            seed = self._stream(self._root_seed(), _PREDICT)
+        n = _check_int("n", n)
+        try:
+            return monte_carlo_counts(
+                self.module_,
+                X,
+                sigma=float(self.sigma),
+                n=n,
+                n_classes=len(self.classes_),
+                batch_size=self.mc_batch_size,
+                random_state=seed,
+                device=self.device,
+                noise_sharing=int(noise_sharing or self.noise_sharing),
+                n_jobs=self.n_jobs,
+                verbose=self.verbose,
+            )
+        except RuntimeError as exc:  # a shape mismatch inside the network, say
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise
+            raise ValueError(
+                f"the network failed on inputs of shape {tuple(X.shape[1:])} ({exc}); check that "
+                "X has the shape and number of features the module expects."
+            ) from exc
 
     def _labels(self, idx: np.ndarray, abstain: np.ndarray) -> np.ndarray:
         labels = self.classes_[idx]
@@ -524,6 +568,11 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
             return labels
         out = labels.astype(object)
         out[abstain] = self.abstain_label_
+        text_classes = labels.dtype.kind in "US" or (
+            labels.dtype.kind == "O" and all(isinstance(v, str) for v in labels)
+        )
+        if text_classes != isinstance(self.abstain_label_, str):
+            return out  # numbers and a text label (or the reverse): keep both types as they are
         return np.asarray(out.tolist())
 
     # ------------------------------------------------------------------

@@ -8,6 +8,8 @@ turns its outputs into conservative radii (method.md section 3).
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -279,6 +281,12 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         ``score`` returns the certified accuracy at this radius.
     random_state : int or None, default=None
         Seeds the splits, the Monte Carlo calls and the training.
+    cache_dir : str, optional
+        Keep the Monte Carlo counts of the targets, the calibration and the
+        refinement in chunks under this folder
+        (:func:`~rrise_sklearn.sampling.precompute_counts`): a crashed or
+        killed ``fit`` resumes where it stopped and gives the same surrogate.
+        Needs an int ``random_state``. Verification counts are not cached.
     verbose : int, default=0
         ``> 0`` prints skorch's epoch log and shows progress bars.
     **kwargs
@@ -349,6 +357,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         calibrate: bool = True,
         score_radius: float = 0.0,
         random_state: Any = None,
+        cache_dir: str | None = None,
         criterion: Any = torch.nn.CrossEntropyLoss,
         optimizer: Any = torch.optim.Adam,
         lr: float = 1e-3,
@@ -358,6 +367,12 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         verbose: int = 0,
         **kwargs: Any,
     ) -> None:
+        if isinstance(smoothed, torch.nn.Module):
+            raise TypeError(
+                "smoothed must be a SmoothedClassifier, not a torch module: wrap the network "
+                "first, e.g. SmoothedClassifier(net, sigma=0.25).fit(X, y), or "
+                "SmoothedClassifier(net, classes=[...]).initialize() for a trained one."
+            )
         # shuffle training batches unless told otherwise (skorch's DataLoader does not)
         kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(
@@ -392,6 +407,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         self.calibrate = calibrate
         self.score_radius = score_radius
         self.random_state = random_state
+        self.cache_dir = cache_dir
 
     # ------------------------------------------------------------------
     # skorch hooks
@@ -457,6 +473,17 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 "refine_size must be a share in (0, 1] (float) or a number of inputs >= 1 "
                 f"(int); got {r!r}."
             )
+        for name in ("calibration_size", "smoothed_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (
+                (isinstance(v, (float, np.floating)) and 0 < v < 1)
+                or (name == "calibration_size" and isinstance(v, (int, np.integer)) and v >= 1)
+            ):
+                raise ValueError(
+                    f"{name} must be a share in (0, 1)"
+                    + (" or a number of inputs >= 1" if name == "calibration_size" else "")
+                    + f"; got {v!r}."
+                )
         if not (np.isscalar(self.augment_scale) and self.augment_scale >= 0):
             raise ValueError(f"augment_scale must be >= 0; got {self.augment_scale!r}.")
         if (
@@ -471,6 +498,12 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             raise ValueError(f"alpha_conf must lie in (0, 1); got {self.alpha_conf!r}.")
         if self.alpha_mc is not None and not 0 < self.alpha_mc < 1:
             raise ValueError(f"alpha_mc must be None or lie in (0, 1); got {self.alpha_mc!r}.")
+        if self.cache_dir is not None and not isinstance(self.random_state, (int, np.integer)):
+            raise ValueError(
+                "cache_dir needs an int random_state (e.g. random_state=0): a rerun after a "
+                "crash must draw the same noise to reuse finished chunks; got "
+                f"{self.random_state!r}."
+            )
         if self.pac_delta is not None and not 0 < self.pac_delta < 1:
             raise ValueError(f"pac_delta must be None or in (0, 1); got {self.pac_delta!r}.")
 
@@ -481,6 +514,34 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             )
         if calibrated and self.calibrate and not hasattr(self, "threshold_"):
             raise NotFittedError("The surrogate is not calibrated: call conformalize(X_cal).")
+        if calibrated and self.calibrate:
+            self._check_calibrated_for()
+
+    def _calibrated_setting(self) -> dict:
+        """What a calibration is about: the smoothed classifier's sigma and Monte Carlo level."""
+        return {"sigma": float(self.smoothed_.sigma), "alpha_mc": self.alpha_mc_}
+
+    def _check_calibrated_for(self) -> None:
+        """Refuse to certify once the smoothed classifier no longer matches the calibration.
+
+        The threshold bounds the surrogate's error against the smoothed
+        classifier *at the calibration's sigma*; with another sigma the radii
+        would be scaled by the new sigma and the certificates would be about
+        a different classifier.
+        """
+        then = getattr(self, "calibrated_for_", None)
+        if then is None:
+            return
+        now = self._calibrated_setting()
+        changed = [k for k in then if not np.isclose(then[k], now[k], rtol=1e-12, atol=0)]
+        if changed:
+            what = ", ".join(f"{k}={then[k]!r} then, {now[k]!r} now" for k in changed)
+            raise ValueError(
+                f"This RRISESurrogate was calibrated for a smoothed classifier with other "
+                f"settings ({what}); its threshold says nothing about the classifier as it is "
+                "now. Restore the smoothed classifier's settings, or recalibrate with "
+                "conformalize(X_cal) (refit with fit(X) when sigma changed)."
+            )
 
     @property
     def classes_(self) -> np.ndarray:
@@ -695,18 +756,43 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         ]
         inputs = np.concatenate(copies, axis=0)
         n_t = int(self.n_targets or self.smoothed_.n)
-        counts = self.smoothed_.sample_counts(inputs, n_t, random_state=self._stream(_TARGETS))
+        counts = self.smoothed_.sample_counts(
+            inputs,
+            n_t,
+            random_state=self._stream(_TARGETS),
+            cache_dir=self._cache("targets", inputs),
+        )
         return inputs, counts
 
     # ------------------------------------------------------------------
     # calibration
     # ------------------------------------------------------------------
+    def _cache(self, purpose: str | None, X: np.ndarray) -> str | None:
+        """The cache folder of one Monte Carlo job: ``cache_dir/purpose/<inputs digest>``.
+
+        Keyed by the inputs, so that recalibrating on other inputs never meets
+        the chunks of an earlier calibration; the model, seed and sample size
+        are checked by :func:`~rrise_sklearn.sampling.precompute_counts`.
+        """
+        if self.cache_dir is None or purpose is None:
+            return None
+        digest = hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()[:16]
+        return os.path.join(os.fspath(self.cache_dir), purpose, f"{X.shape[0]}-{digest}")
+
     def _counts_of(
-        self, X: np.ndarray, n: int, seed: Any, counts: Any = None, name: str = "counts"
+        self,
+        X: np.ndarray,
+        n: int,
+        seed: Any,
+        counts: Any = None,
+        name: str = "counts",
+        purpose: str | None = None,
     ) -> np.ndarray:
         """Monte Carlo counts of ``X`` (independent noise per input), or checked given ones."""
         if counts is None:
-            return self.smoothed_.sample_counts(X, n, random_state=seed, noise_sharing=1)
+            return self.smoothed_.sample_counts(
+                X, n, random_state=seed, noise_sharing=1, cache_dir=self._cache(purpose, X)
+            )
         counts = counts if isinstance(counts, MonteCarloCounts) else np.asarray(counts)
         if counts.shape != (len(X), len(self.classes_)) or np.any(counts.sum(1) != n):
             raise ValueError(
@@ -735,7 +821,14 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         (at ``alpha``, default ``alpha_mc``) and the count of the surrogate's class."""
         top, h, q = self._top(X)
         seed = self._seed_for(tag, random_state)
-        counts = self._counts_of(X, n, seed, counts, name=f"counts (n_calibration={n})")
+        counts = self._counts_of(
+            X,
+            n,
+            seed,
+            counts,
+            name=f"counts (n_calibration={n})",
+            purpose="calibration" if tag == _CALIB else None,
+        )
         k = counts[np.arange(len(X)), top]
         y_mc = self._mc_bound(k, n, self.alpha_mc_ if alpha is None else alpha)
         return top, self._prediction(h, q), y_mc, k
@@ -820,7 +913,9 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 X, n_ref, None, refine_counts, name=f"refine_counts (n_refine={n_ref})"
             )[idx]
         else:
-            extra = self._counts_of(X[idx], n_ref, self._seed_for(_REFINE, random_state))
+            extra = self._counts_of(
+                X[idx], n_ref, self._seed_for(_REFINE, random_state), purpose="refine"
+            )
         pooled = self._mc_bound(
             k[idx] + extra[np.arange(len(idx)), top[idx]], n_cal + n_ref, self.alpha_mc_ / 2
         )
@@ -905,6 +1000,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         scores = self._scores(y_hat, y_mc)
         self.calibration_scores_ = scores
         self.calibration_classes_ = top
+        self.calibrated_for_ = self._calibrated_setting()
         self.n_calibration_ = m
         self.calibration_samples_ = n_cal
         if not self.mondrian:

@@ -56,6 +56,12 @@ class KnownLinear:
         return SmoothedClassifier(self.module(), **params).initialize()
 
 
+def small_mlp(d=8, k=4, seed=0):
+    """A seeded 2-layer MLP for engine tests."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU(), torch.nn.Linear(32, k))
+
+
 @pytest.fixture(scope="session")
 def known_linear():
     return KnownLinear()

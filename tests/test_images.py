@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.frozen import FrozenEstimator
 
-from rrise_sklearn import RRISESurrogate, SmoothedClassifier
+from rrise_sklearn import RRISESurrogate, SmoothedClassifier, save
 from rrise_sklearn.cli import main
 from rrise_sklearn.metrics import certified_accuracy
 from rrise_sklearn.nets import SmallCNN
@@ -88,11 +88,11 @@ def test_image_model_round_trips_through_joblib(cnn, images, tmp_path):
 
 def test_image_model_through_the_command_line(cnn, images, tmp_path):
     X, y = images
-    joblib.dump(cnn, tmp_path / "cnn.joblib")
+    save(cnn, tmp_path / "cnn.zip")
     np.save(tmp_path / "X.npy", X[520:540])
     np.save(tmp_path / "y.npy", y[520:540])
     out = tmp_path / "res.tsv"
-    args = ["certify", "--model", str(tmp_path / "cnn.joblib"), "--data", str(tmp_path / "X.npy"),
+    args = ["certify", "--model", str(tmp_path / "cnn.zip"), "--data", str(tmp_path / "X.npy"),
             "--labels", str(tmp_path / "y.npy"), "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     rows = [r.split("\t") for r in out.read_text().splitlines()[2:]]

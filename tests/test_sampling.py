@@ -3,15 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import small_mlp
 from joblib import parallel_config
 from scipy import stats as sps
 
 from rrise_sklearn.sampling import monte_carlo_counts, noise_block_size, resolve_seed
 
-
-def _mlp(d=8, k=4, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU(), torch.nn.Linear(32, k))
+_mlp = small_mlp
 
 
 @pytest.fixture
