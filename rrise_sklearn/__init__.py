@@ -19,10 +19,11 @@ from .persistence import load, save
 from .pipeline import certify
 from .results import CertificationResult
 from .smoothing import SmoothedClassifier
-from .surrogate import RRISESurrogate, VerificationReport
+from .surrogate import MonitorReport, RRISESurrogate, VerificationReport
 
 __all__ = [
     "CertificationResult",
+    "MonitorReport",
     "RRISESurrogate",
     "SmoothedClassifier",
     "VerificationReport",

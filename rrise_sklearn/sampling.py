@@ -68,6 +68,9 @@ _BLOCK_BUDGET = 2**21  # floats per noise block (8 MiB in float32)
 _PREFETCH_MIN = 2**14  # floats per block from which the CPU draws the next block in a thread
 _BATCH_CANDIDATES = (256, 1024, 4096)
 _TUNE_MIN_ROWS = 50_000  # smaller calls use 4096 rows (timing would cost more than it saves)
+_TUNE_MIN_SECONDS = 0.05  # per candidate and pass; two interleaved passes, best kept
+_ACTIVATION_BUDGET = 256 * 2**20  # bytes of live activations a forward batch may need
+_row_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {key: bytes}
 _tuned_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {key: rows}
 
 
@@ -405,16 +408,59 @@ def _count_groups(
     return counts.view(n_inputs, n_classes).cpu().numpy()
 
 
+def activation_bytes_per_row(forward: Any, X: torch.Tensor) -> int:
+    """Estimated live activation memory of one input row in a forward pass (bytes).
+
+    Three times the largest output of any leaf module on a 2-row batch (an
+    input, an output and one skip connection alive at once), at least the
+    input row itself; ``0`` for callables that are not torch modules.
+    Remembered per module, input shape and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rrise_sklearn.sampling import activation_bytes_per_row
+    >>> activation_bytes_per_row(torch.nn.Linear(4, 1000), torch.zeros(3, 4))
+    12000
+    """
+    if not isinstance(forward, torch.nn.Module):
+        return 0
+    key = (tuple(X.shape[1:]), str(X.device))
+    cache = _row_bytes.setdefault(forward, {})
+    if key in cache:
+        return cache[key]
+    largest = [X[:1].element_size() * X[:1].numel()]
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.element_size() * output.numel() // 2)
+
+    leaves = [m for m in forward.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        forward(X[:1].expand(2, *X.shape[1:]).contiguous())
+    finally:
+        for h in handles:
+            h.remove()
+    cache[key] = 3 * int(largest[0])
+    return cache[key]
+
+
 def tuned_batch_size(forward: Any, X: torch.Tensor, total_rows: int) -> int:
     """Forward batch rows for ``forward`` on inputs like ``X``: timed once, then remembered.
 
-    The first call for a torch module, input shape and device with at least
-    ``50,000`` rows of work times clean forward passes at 256, 1,024 and
-    4,096 rows and keeps the fastest. No single size suits every network:
-    on 2 CPU cores (``benchmarks/bench_engine.py``) the digits MLP ran fastest
-    at 1,024 rows (at 4,096 the engine reached 0.55 of that), the 8x8 CNN at
-    256. Smaller calls and plain callables use 4,096 rows (fewer when there
-    is less work). The counts never depend on the batch size.
+    Batches are capped so that a forward pass needs at most about 256 MiB of
+    live activations (:func:`activation_bytes_per_row`): for 3x32x32 images
+    with the small CNN that is 256 rows, and memory stays bounded by the
+    batch whatever ``n``. The first call for a torch module, input shape and
+    device with at least ``50,000`` rows of work then times clean forward
+    passes at the allowed sizes among 256, 1,024 and 4,096 rows (two
+    interleaved passes of at least 0.05 s each) and keeps the fastest. No
+    single size suits every network: on 2 CPU cores
+    (``benchmarks/bench_engine.py``) the digits MLP ran fastest at 1,024 rows
+    (at 4,096 the engine reached 0.55 of that), the CNNs at 256. Smaller calls
+    and plain callables use 4,096 rows or the cap (fewer when there is less
+    work). The counts never depend on the batch size.
 
     Examples
     --------
@@ -423,25 +469,34 @@ def tuned_batch_size(forward: Any, X: torch.Tensor, total_rows: int) -> int:
     >>> tuned_batch_size(torch.nn.Linear(4, 2), torch.zeros(3, 4), total_rows=300)
     300
     """
-    small = int(min(_BATCH_CANDIDATES[-1], max(1, total_rows)))
+    per_row = activation_bytes_per_row(forward, X)
+    cap = max(1, _ACTIVATION_BUDGET // per_row) if per_row else _BATCH_CANDIDATES[-1]
+    allowed = [b for b in _BATCH_CANDIDATES if b <= cap] or [int(cap)]
+    small = int(min(allowed[-1], max(1, total_rows)))
     if not isinstance(forward, torch.nn.Module) or total_rows < _TUNE_MIN_ROWS:
         return small
+    if len(allowed) == 1:
+        return allowed[0]
     key = (tuple(X.shape[1:]), str(X.device))
     cache = _tuned_batches.setdefault(forward, {})
     if key in cache:
         return cache[key]
-    rates = {}
-    for b in _BATCH_CANDIDATES:
-        batch = X[:1].expand(b, *X.shape[1:]).contiguous()
-        forward(batch).argmax(dim=1)  # warm-up (allocations, kernels)
-        if X.device.type == "cuda":
-            torch.cuda.synchronize(X.device)
-        t0 = time.perf_counter()
-        for _ in range(2):
-            forward(batch).argmax(dim=1)
-        if X.device.type == "cuda":
-            torch.cuda.synchronize(X.device)
-        rates[b] = 2 * b / max(time.perf_counter() - t0, 1e-9)
+    batches = {b: X[:1].expand(b, *X.shape[1:]).contiguous() for b in allowed}
+    rates: dict[int, float] = {b: 0.0 for b in allowed}
+    for b in allowed:
+        forward(batches[b]).argmax(dim=1)  # warm-up (allocations, kernels)
+    for _ in range(2):  # interleaved passes: a noisy moment does not decide alone
+        for b in allowed:
+            reps = 0
+            if X.device.type == "cuda":
+                torch.cuda.synchronize(X.device)
+            t0 = time.perf_counter()
+            while reps < 2 or time.perf_counter() - t0 < _TUNE_MIN_SECONDS:
+                forward(batches[b]).argmax(dim=1)
+                reps += 1
+                if X.device.type == "cuda":
+                    torch.cuda.synchronize(X.device)
+            rates[b] = max(rates[b], reps * b / max(time.perf_counter() - t0, 1e-9))
     cache[key] = max(rates, key=rates.get)
     return cache[key]
 

@@ -51,7 +51,7 @@ __all__ = [
 
 # spawn keys of the surrogate's random streams
 _SPLIT, _TARGETS, _AUGMENT, _CALIB, _VERIFY, _TRAIN, _BASE, _REFINE = 10, 11, 12, 13, 14, 15, 16, 17
-_VERIFY_REFINE = 18
+_VERIFY_REFINE, _MONITOR = 18, 19
 
 
 class JensenShannonLoss(torch.nn.Module):
@@ -143,6 +143,44 @@ class VerificationReport:
     alarm: bool
 
 
+@dataclass
+class MonitorReport:
+    """State of :meth:`RRISESurrogate.monitor` after a batch (anytime-valid drift alarm).
+
+    Attributes
+    ----------
+    n_seen : int
+        Deployment inputs monitored since the monitor started.
+    n_batch : int
+        Inputs in this batch.
+    n_exceed_batch : int
+        Inputs of this batch whose score exceeds the threshold (a diagnostic;
+        about ``alpha_conf`` of them without drift).
+    martingale : float
+        Current value of MAPIE's jumper martingale over the calibration
+        scores followed by the deployment scores.
+    max_martingale : float
+        Its largest value so far.
+    threshold : float
+        ``1 / level``; crossing it once raises the alarm for good.
+    level : float
+        False-alarm probability over the whole stream, however often it is
+        checked (Ville's inequality).
+    alarm : bool
+        The martingale crossed the threshold: the deployment scores are not
+        exchangeable with the calibration's. Recalibrate.
+    """
+
+    n_seen: int
+    n_batch: int
+    n_exceed_batch: int
+    martingale: float
+    max_martingale: float
+    threshold: float
+    level: float
+    alarm: bool
+
+
 class MeanLogProbEnsemble(torch.nn.Module):
     """Several surrogate networks as one: the mean of their log-softmax outputs.
 
@@ -158,12 +196,80 @@ class MeanLogProbEnsemble(torch.nn.Module):
     (4, 2)
     """
 
+    #: inputs up to this many rows take the fused path (larger batches are
+    #: already dominated by arithmetic, where one GEMM per member is faster here)
+    fused_max_rows = 64
+
     def __init__(self, members: list[torch.nn.Module]) -> None:
         super().__init__()
         self.members = torch.nn.ModuleList(members)
+        self._stacked: tuple | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled() and len(x) <= self.fused_max_rows:
+            layers = self._stacked_layers()
+            if layers is not None:
+                return _fused_mean_log_softmax(layers, x)
         return torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members]).mean(dim=0)
+
+    def _stacked_layers(self) -> list | None:
+        """The members' dense layers stacked into ``(k, in, out)`` weights, if all are MLPs.
+
+        One batched matrix product per layer serves every member, so a
+        single query costs about one network's Python and kernel overhead
+        instead of ``k``. Rebuilt whenever a weight changes (tracked by the
+        tensors' version counters); ``None`` for other architectures, which
+        take the loop.
+        """
+        specs = [_dense_layers(m) for m in self.members]
+        if any(s is None for s in specs) or len({tuple(map(len, s)) for s in specs}) != 1:
+            return None
+        params = [p for s in specs for layer in s for p in layer[:2]]
+        key = tuple((id(p), p._version) for p in params)
+        if self._stacked is not None and self._stacked[0] == key:
+            return self._stacked[1]
+        shapes = {tuple((w.shape, b.shape, act) for w, b, act in s) for s in specs}
+        if len(shapes) != 1:
+            return None
+        with torch.no_grad():
+            layers = [
+                (
+                    torch.stack([s[i][0].t() for s in specs]).contiguous(),
+                    torch.stack([s[i][1] for s in specs])[:, None, :].contiguous(),
+                    specs[0][i][2],
+                )
+                for i in range(len(specs[0]))
+            ]
+        self._stacked = (key, layers)
+        return layers
+
+
+def _dense_layers(module: torch.nn.Module) -> list | None:
+    """``[(weight, bias, relu_after), ...]`` of an MLP-shaped module, else None."""
+    from .nets import MLP
+
+    seq = module.net if isinstance(module, MLP) else None
+    if seq is None:
+        return None
+    out: list = []
+    for layer in seq:
+        if isinstance(layer, torch.nn.Linear) and layer.bias is not None:
+            out.append([layer.weight, layer.bias, False])
+        elif isinstance(layer, torch.nn.ReLU) and out:
+            out[-1][2] = True
+        elif not isinstance(layer, torch.nn.Dropout):  # dropout is the identity in eval mode
+            return None
+    return [tuple(x) for x in out]
+
+
+def _fused_mean_log_softmax(layers: list, x: torch.Tensor) -> torch.Tensor:
+    k = layers[0][0].shape[0]
+    h = x.reshape(1, x.shape[0], -1).expand(k, -1, -1)
+    for w, b, relu in layers:
+        h = torch.baddbmm(b, h, w)
+        if relu:
+            h = torch.relu(h)
+    return torch.log_softmax(h, dim=2).mean(dim=0)
 
 
 def _unwrap(smoothed: Any) -> Any:
@@ -816,11 +922,13 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         random_state: Any = None,
         counts: Any = None,
         alpha: float | None = None,
+        seed: np.random.SeedSequence | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Surrogate class, its score-scale prediction, the MC score-scale lower bound
         (at ``alpha``, default ``alpha_mc``) and the count of the surrogate's class."""
         top, h, q = self._top(X)
-        seed = self._seed_for(tag, random_state)
+        if seed is None:
+            seed = self._seed_for(tag, random_state)
         counts = self._counts_of(
             X,
             n,
@@ -1210,6 +1318,106 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             alpha_conf=float(self.alpha_conf),
             p_value=p_value,
             alarm=p_value <= level,
+        )
+
+    def monitor(self, X: Any, *, level: float = 0.01, reset: bool = False) -> MonitorReport:
+        """Anytime-valid drift monitoring: call it after every batch of deployment traffic.
+
+        Scores every input of ``X`` exactly as the calibration scored its
+        inputs (fresh Monte Carlo with ``n_calibration`` samples, independent
+        noise per input and per call) and feeds the scores to MAPIE's online
+        exchangeability test
+        (:class:`mapie.exchangeability_testing.OnlineMartingaleTest`, jumper
+        martingale), seeded with the calibration scores in random order. Under
+        exchangeability the martingale exceeds ``1 / level`` with probability
+        at most ``level`` over the *whole* stream (Ville's inequality), so the
+        false-alarm rate stays below ``level`` however many batches are
+        checked. :meth:`verify` is a one-shot test: use it once on a fresh
+        sample; use ``monitor`` for repeated checks.
+
+        The monitor restarts by itself after a recalibration, and with
+        ``reset=True``. It detects a change of the scores in either direction
+        (harder or easier inputs). Its state is not saved by
+        :func:`rrise_sklearn.save`.
+
+        Parameters
+        ----------
+        X : array-like of shape (m, *input_shape)
+            The latest batch of deployment inputs (not used for training or
+            calibration).
+        level : float, default=0.01
+            False-alarm probability over the whole stream. Fixed when the
+            monitor starts; pass ``reset=True`` to change it.
+        reset : bool, default=False
+            Start a new stream (after acting on an alarm, say).
+
+        Returns
+        -------
+        report : MonitorReport
+
+        Raises
+        ------
+        ValueError
+            If the surrogate is not calibrated, was calibrated with
+            ``n_refine`` (a refined calibration ranks its inputs against each
+            other, which a single new input cannot reproduce; use
+            :meth:`verify`, which stays conservative), or ``level`` is not in
+            (0, 1) or differs from the running monitor's.
+        """
+        self._check_fitted()
+        if not self.calibrate:
+            raise ValueError("monitor needs a calibrated surrogate (calibrate=True).")
+        if self.n_refine is not None:
+            raise ValueError(
+                "monitor needs a calibration without n_refine: the refined calibration scores "
+                "were ranked against each other, which new inputs cannot reproduce, so the "
+                "stream would not be exchangeable even without drift. Use verify(X) (one-shot, "
+                "conservative with n_refine) or recalibrate with n_refine=None."
+            )
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1); got level={level!r}.")
+        X = self._X(X)
+        from ._monitor import ScoreMartingale
+
+        key = hashlib.sha256(np.asarray(self.calibration_scores_).tobytes()).hexdigest()
+        state = getattr(self, "monitor_", None)
+        if reset or state is None or state["calibration"] != key:
+            rng = np.random.default_rng(self._stream(_MONITOR))
+            test = ScoreMartingale(
+                task="regression",
+                test_level=level,
+                warn=False,
+                burn_in=0,
+                random_state=int(rng.integers(2**63)),
+            )
+            test.feed(rng.permutation(np.asarray(self.calibration_scores_, dtype=float)))
+            state = {"calibration": key, "test": test, "calls": 0, "seen": 0,
+                     "start": len(test.martingale_value_history)}  # fmt: skip
+            self.monitor_ = state
+        test = state["test"]
+        if not np.isclose(test.test_level, level):
+            raise ValueError(
+                f"the running monitor uses level={test.test_level}; pass that level, or "
+                f"reset=True to start a new stream at level={level}."
+            )
+        seed = np.random.SeedSequence(self.root_seed_, spawn_key=(_MONITOR, state["calls"] + 1))
+        state["calls"] += 1
+        top, y_hat, y_mc, _ = self._calibration_evidence(
+            X, int(self.calibration_samples_), _MONITOR, alpha=self._stage_alpha, seed=seed
+        )
+        scores = self._scores(y_hat, y_mc)
+        test.feed(scores)
+        state["seen"] += len(X)
+        history = np.asarray(test.martingale_value_history[state["start"] :] or [1.0])
+        return MonitorReport(
+            n_seen=state["seen"],
+            n_batch=len(X),
+            n_exceed_batch=int((scores > self._threshold_for(top)).sum()),
+            martingale=float(test.current_martingale_value),
+            max_martingale=float(history.max()),
+            threshold=float(test.reject_threshold),
+            level=float(level),
+            alarm=test.is_exchangeable is False,
         )
 
     def _conformal_info(self, top: np.ndarray) -> dict:

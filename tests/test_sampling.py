@@ -210,3 +210,20 @@ def test_auto_batch_size_is_timed_once_and_never_changes_the_counts():
     auto = monte_carlo_counts(f, Xr, **kw)  # 250,000 rows: tuned
     assert f in sampling._tuned_batches
     np.testing.assert_array_equal(auto, monte_carlo_counts(f, Xr, batch_size=97, **kw))
+
+
+def test_auto_batch_is_capped_by_activation_memory():
+    """Large images get small batches: memory stays bounded by the batch, not by n."""
+    from rrise_sklearn.nets import SmallCNN
+    from rrise_sklearn.sampling import activation_bytes_per_row, tuned_batch_size
+
+    cnn = SmallCNN(3 * 32 * 32, 10, channels=3)
+    X = torch.zeros(2, 3, 32, 32)
+    with torch.inference_mode():
+        per_row = activation_bytes_per_row(cnn, X)
+        # the largest activation: 64 channels x 32 x 32 float32 after the second convolution
+        assert per_row == 3 * 64 * 32 * 32 * 4
+        assert tuned_batch_size(cnn, X, total_rows=10**6) == 256
+        assert tuned_batch_size(cnn, X, total_rows=100) == 100
+        wide = torch.nn.Linear(4, 2**22)  # 16 MiB per row: a handful of rows per batch
+        assert tuned_batch_size(wide, torch.zeros(1, 4), total_rows=10**6) == 5

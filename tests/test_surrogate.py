@@ -557,3 +557,79 @@ def test_one_explicit_seed_never_gives_two_purposes_the_same_noise(linear_setup)
     sur.conformalize(_draw(kl, 60, rng), random_state=5)
     sur.verify(_draw(kl, 60, rng), random_state=5)
     assert len(keys) == 4 and len(set(keys)) == 4, keys
+
+
+def test_fused_ensemble_pass_equals_the_member_loop_and_follows_weight_updates():
+    """Small batches of MLP members take one batched product per layer; same outputs."""
+    from rrise_sklearn.nets import MLP
+    from rrise_sklearn.surrogate import MeanLogProbEnsemble
+
+    torch.manual_seed(0)
+    ens = MeanLogProbEnsemble([MLP(12, 4, hidden=8, dropout=0.1) for _ in range(3)]).eval()
+    x = torch.randn(7, 12)
+
+    def both():
+        with torch.inference_mode():
+            fused = ens(x)
+        assert ens._stacked is not None
+        loop = torch.stack([torch.log_softmax(m(x), 1) for m in ens.members]).mean(0)
+        return fused, loop.detach()
+
+    fused, loop = both()
+    torch.testing.assert_close(fused, loop)
+    with torch.no_grad():  # an optimizer step changes weights in place: the cache must follow
+        ens.members[1].net[0].weight.add_(1.0)
+    fused2, loop2 = both()
+    torch.testing.assert_close(fused2, loop2)
+    assert not torch.allclose(fused2, fused)
+    ens.train()  # training takes the loop (gradients reach every member)
+    out = ens(x)
+    out.sum().backward()
+    assert all(m.net[0].weight.grad is not None for m in ens.members)
+
+
+@pytest.mark.slow
+def test_monitor_false_alarm_rate_stays_within_level_over_many_looks(linear_setup):
+    """No drift, 10 looks per stream: monitor's alarm rate (any look) stays within level;
+    running the one-shot verify at every look alarms far more often (the check can fail)."""
+    kl, _, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(alpha_conf=0.1, n_calibration=300)
+    rng = np.random.default_rng(21)
+    reps, looks, batch, level = 100, 10, 30, 0.1
+    alarms = verify_alarms = 0
+    for t in range(reps):
+        sur.conformalize(_draw(kl, 49, rng), random_state=t)
+        monitored = verified = False
+        for j in range(looks):
+            X = _draw(kl, batch, rng)
+            rep = sur.monitor(X, level=level)
+            assert rep.n_seen == (j + 1) * batch and rep.threshold == 1 / level
+            monitored |= rep.alarm
+            verified |= sur.verify(X, level=level, random_state=10_000 * t + j).alarm
+        alarms += monitored
+        verify_alarms += verified
+    tol = sps.binom.ppf(1 - 1e-4, reps, level)
+    assert alarms <= tol, (alarms, tol)
+    assert verify_alarms > tol, (verify_alarms, tol)
+
+
+def test_monitor_raises_the_alarm_on_drift_and_restarts_after_recalibration(linear_setup):
+    kl, _, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(alpha_conf=0.1, n_calibration=300)
+    rng = np.random.default_rng(3)
+    sur.conformalize(_draw(kl, 99, rng), random_state=1)
+    first = sur.monitor(_draw(kl, 20, rng), level=0.05)
+    assert not first.alarm and first.n_seen == 20
+    with pytest.raises(ValueError, match="running monitor uses level=0.05"):
+        sur.monitor(_draw(kl, 5, rng), level=0.01)
+    # drift: every new input lies near the decision boundary (the calibration's spread
+    # over +-1.2): the scores' distribution changes and the martingale grows
+    near = [kl.points_at_distance(rng.uniform(-0.1, 0.1, 30), seed=i) for i in range(15)]
+    reports = [sur.monitor(x, level=0.05) for x in near]
+    assert reports[-1].alarm, [round(r.martingale, 2) for r in reports]
+    assert reports[-1].max_martingale >= 20
+    sur.conformalize(_draw(kl, 99, rng), random_state=2)  # recalibration restarts the stream
+    assert sur.monitor(_draw(kl, 10, rng), level=0.05).n_seen == 10
+    refined = copy.deepcopy(sur).set_params(n_refine=1000)
+    with pytest.raises(ValueError, match="without n_refine"):
+        refined.monitor(_draw(kl, 5, rng))
