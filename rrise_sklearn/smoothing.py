@@ -17,6 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
 from skorch.dataset import unpack_data
+from skorch.utils import to_tensor
 
 from . import stats
 from ._validation import inferred_module_kwargs, validate_inputs
@@ -24,6 +25,8 @@ from .metrics import certified_accuracy
 from .persistence import ModelFileMixin
 from .results import CertificationResult
 from .sampling import MonteCarloCounts, monte_carlo_counts, precompute_counts, resolve_seed
+from .training import check_params as check_training
+from .training import smoothed_loss
 
 __all__ = ["SmoothedClassifier"]
 
@@ -167,6 +170,13 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         :func:`~rrise_sklearn.sampling.monte_carlo_counts`).
     n_jobs : int or None, default=None
         Parallel Monte Carlo workers (joblib; follows ``parallel_config``).
+    training : str, default="gaussian"
+        Training objective of the base network (:mod:`rrise_sklearn.training`):
+        ``"gaussian"`` (noise augmentation), ``"consistency"``, ``"macer"``,
+        ``"smoothadv"`` or ``"smoothmix"``. Their hyperparameters are
+        ``training__*`` parameters (e.g. ``training__lbd=10``), grid-searchable
+        like ``sigma``; the defaults are listed in
+        :func:`rrise_sklearn.training.defaults`.
     criterion : torch loss class, default=torch.nn.CrossEntropyLoss
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=1e-3
@@ -225,6 +235,7 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         mc_batch_size: int | str = "auto",
         noise_sharing: int = 16,
         n_jobs: int | None = None,
+        training: str = "gaussian",
         criterion: Any = torch.nn.CrossEntropyLoss,
         optimizer: Any = torch.optim.Adam,
         lr: float = 1e-3,
@@ -258,6 +269,7 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         self.mc_batch_size = mc_batch_size
         self.noise_sharing = noise_sharing
         self.n_jobs = n_jobs
+        self.training = training
 
     # ------------------------------------------------------------------
     # skorch hooks
@@ -274,16 +286,35 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
             ("print_log", PrintLog()),
         ]
 
+    prefixes_ = [*NeuralNetClassifier.prefixes_, "training"]
+
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict:
-        """One training step on Gaussian-noise-augmented inputs (training only)."""
+        """One training step of the ``training`` objective (see :mod:`rrise_sklearn.training`).
+
+        ``"gaussian"``: skorch's step on ``x + N(0, sigma^2 I)``. The other
+        objectives compute their loss from several noisy copies (and, for
+        SmoothAdv / SmoothMix, attacked points) of the batch.
+        """
         Xi, yi = unpack_data(batch)
         if not isinstance(Xi, torch.Tensor):
             raise TypeError(
                 "SmoothedClassifier adds noise to tensor inputs; got a batch of type "
                 f"{type(Xi).__name__}. Pass X as a float array."
             )
-        noisy = Xi + float(self.sigma) * torch.randn_like(Xi)
-        return super().train_step_single((noisy, yi), **fit_params)
+        sigma = float(self.sigma)
+        if self.training == "gaussian":
+            noisy = Xi + sigma * torch.randn_like(Xi)
+            return super().train_step_single((noisy, yi), **fit_params)
+        self._set_training(True)
+        Xi, yi = to_tensor(Xi, device=self.device), to_tensor(yi, device=self.device)
+        epoch = max(0, len(self.history) - 1)
+        loss = smoothed_loss(
+            self.training, self.module_, Xi, yi, sigma, self.get_params_for("training"), epoch
+        )
+        loss.backward()
+        with torch.no_grad():
+            y_pred = self.module_(Xi + sigma * torch.randn_like(Xi))
+        return {"loss": loss, "y_pred": y_pred}
 
     def initialize_module(self) -> SmoothedClassifier:
         """Build the module, filling ``n_features`` / ``n_classes`` from the data."""
@@ -320,6 +351,7 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
                 "sigma (the noise standard deviation, in the units of X) must be a finite "
                 f"number > 0; got sigma={sigma!r}."
             )
+        check_training(self.training, self.get_params_for("training"))
         _check_int("n0", self.n0)
         _check_int("n", self.n)
         if self.mc_batch_size != "auto":
