@@ -78,6 +78,7 @@ def _logits(f: Any, z: torch.Tensor) -> torch.Tensor:
 def consistency_loss(
     f: Any, x: torch.Tensor, y: torch.Tensor, sigma: float, *, m: int, lbd: float, eta: float
 ) -> torch.Tensor:
+    """Consistency regularization: CE of ``m`` copies + ``lbd`` KL to their mean + ``eta`` H."""
     noise, xs = _copies(x, int(m), sigma)
     z = _logits(f, xs + noise)
     ce = F.cross_entropy(z.reshape(-1, z.shape[-1]), y.repeat(int(m)))
@@ -100,6 +101,7 @@ def macer_loss(
     gamma: float,
     lbd: float,
 ) -> torch.Tensor:
+    """MACER: CE of the averaged softmax of ``k`` copies + ``lbd sigma / 2`` times the hinge."""
     noise, xs = _copies(x, int(k), sigma)
     z = _logits(f, xs + noise)
     avg = torch.softmax(z, dim=-1).mean(dim=0)
@@ -170,6 +172,7 @@ def smoothadv_loss(
     warmup: int,
     epoch: int = 0,
 ) -> torch.Tensor:
+    """SmoothAdv: CE under ``m`` draws at the PGD point of the soft smoothed classifier."""
     noise, _ = _copies(x, int(m), sigma)
     eps = float(epsilon) * min(1.0, (epoch + 1) / max(1, int(warmup)))
     was = _training_flag(f)
@@ -215,6 +218,7 @@ def smoothmix_loss(
     step_size: float,
     eta: float,
 ) -> torch.Tensor:
+    """SmoothMix: Gaussian CE of ``m`` copies + ``eta`` times the mixed points' soft-label CE."""
     noise, xs = _copies(x, int(m), sigma)
     z = _logits(f, xs + noise)
     ce = F.cross_entropy(z.reshape(-1, z.shape[-1]), y.repeat(int(m)))
