@@ -517,34 +517,38 @@ def _read_members(path: str) -> tuple[dict, dict[str, bytes]]:
     """The manifest and the member files it lists, checked against their checksums."""
     if os.path.isdir(path):
 
-        def read(name: str) -> bytes:
+        def read_file(name: str) -> bytes:
             file = os.path.join(path, name)
             if not os.path.isfile(file):
                 raise ModelFileError(f"{path}: member {name} is missing")
             with open(file, "rb") as fh:
                 return fh.read()
 
-        names = None
-    elif os.path.isfile(path):
-        try:
-            zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ModelFileError(
-                f"{path} is not an rrise model file (a directory or .zip written by "
-                f"rrise_sklearn.save): {exc}"
-            ) from None
+        return _collect_members(path, read_file, None)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path} not found")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelFileError(
+            f"{path} is not an rrise model file (a directory or .zip written by "
+            f"rrise_sklearn.save): {exc}"
+        ) from None
+    with zf:
         names = set(zf.namelist())
 
-        def read(name: str) -> bytes:
+        def read_member(name: str) -> bytes:
             if name not in names:
                 raise ModelFileError(f"{path}: member {name} is missing")
             try:
                 return zf.read(name)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
                 raise ModelFileError(f"{path}: member {name} is damaged ({exc})") from None
-    else:
-        raise FileNotFoundError(f"model file {path} not found")
 
+        return _collect_members(path, read_member, names)
+
+
+def _collect_members(path: str, read: Any, names: set | None) -> tuple[dict, dict[str, bytes]]:
     raw = read(_MANIFEST)
     if len(raw) > _MAX_MANIFEST_BYTES:
         raise ModelFileError(f"{path}: manifest is implausibly large ({len(raw)} bytes)")
