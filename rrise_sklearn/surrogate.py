@@ -1391,7 +1391,8 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 random_state=int(rng.integers(2**63)),
             )
             test.feed(rng.permutation(np.asarray(self.calibration_scores_, dtype=float)))
-            state = {"calibration": key, "test": test, "calls": 0, "seen": 0,
+            calls = state["calls"] if state is not None else 0  # streams never repeat
+            state = {"calibration": key, "test": test, "calls": calls, "seen": 0,
                      "start": len(test.martingale_value_history)}  # fmt: skip
             self.monitor_ = state
         test = state["test"]
