@@ -42,6 +42,8 @@ def workloads(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module, np.n
     X, _ = load_digits(return_X_y=True)
     digits = (X[: args.digits_inputs] / 16).astype(np.float32)
     out = [("digits MLP", MLP(64, 10), digits, args.digits_n)]
+    if args.digits_only:
+        return out
     try:
         from rrise_sklearn.datasets import load_mnist_5k
 
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--mnist-n", type=int, default=1000)
     parser.add_argument("--chunk-size", type=int, default=25)
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument("--digits-only", action="store_true")
     args = parser.parse_args()
     print(
         f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

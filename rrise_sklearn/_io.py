@@ -9,12 +9,19 @@ from typing import IO, Any
 
 
 def write_atomic(
-    path: str | os.PathLike, writer: Callable[[IO[Any]], None], *, text: bool = False
+    path: str | os.PathLike,
+    writer: Callable[[IO[Any]], None],
+    *,
+    text: bool = False,
+    fsync: bool = True,
 ) -> None:
     """Call ``writer(file)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
 
     A crash leaves the old file (or none), never a half-written one; the
-    temporary file is removed on any error.
+    temporary file is removed on any error. ``fsync=False`` skips forcing the
+    data to disk before the rename: only for files whose readers verify a
+    checksum (a power cut can then leave a renamed but torn file, which the
+    reader detects and rejects).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -25,7 +32,8 @@ def write_atomic(
         with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as fh:
             writer(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -971,7 +971,8 @@ def precompute_counts(
                 fingerprint=np.array(digest),
                 index=np.array(i),
             )
-            write_atomic(chunk_path(i), lambda fh: np.savez(fh, **arrays))
+            # no fsync: every chunk carries its checksum, a torn one is recomputed
+            write_atomic(chunk_path(i), lambda fh: np.savez(fh, **arrays), fsync=False)
         parts[i] = counts
         if bar is not None:
             bar.update(1)
