@@ -67,7 +67,8 @@ _MAX_BLOCK_SAMPLES = 512
 _BLOCK_BUDGET = 2**21  # floats per noise block (8 MiB in float32)
 _PREFETCH_MIN = 2**14  # floats per block from which the CPU draws the next block in a thread
 _BATCH_CANDIDATES = (256, 1024, 4096)
-_TUNE_MIN_ROWS = 50_000  # smaller calls use 4096 rows (timing would cost more than it saves)
+_TUNE_MIN_ROWS = 50_000  # smaller calls are not timed (timing would cost more than it saves)
+_UNTUNED_ROWS = 1024  # calls too small to time (or plain callables) use this (or the cap)
 _TUNE_MIN_SECONDS = 0.05  # per candidate and pass; two interleaved passes, best kept
 _ACTIVATION_BUDGET = 256 * 2**20  # bytes of live activations a forward batch may need
 _row_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {key: bytes}
@@ -459,8 +460,9 @@ def tuned_batch_size(forward: Any, X: torch.Tensor, total_rows: int) -> int:
     single size suits every network: on 2 CPU cores
     (``benchmarks/bench_engine.py``) the digits MLP ran fastest at 1,024 rows
     (at 4,096 the engine reached 0.55 of that), the CNNs at 256. Smaller calls
-    and plain callables use 4,096 rows or the cap (fewer when there is less
-    work). The counts never depend on the batch size.
+    use the size timed earlier for the same module and shape, else 1,024 rows
+    or the cap (fewer when there is less work), as do plain callables. The
+    counts never depend on the batch size.
 
     Examples
     --------
@@ -472,15 +474,16 @@ def tuned_batch_size(forward: Any, X: torch.Tensor, total_rows: int) -> int:
     per_row = activation_bytes_per_row(forward, X)
     cap = max(1, _ACTIVATION_BUDGET // per_row) if per_row else _BATCH_CANDIDATES[-1]
     allowed = [b for b in _BATCH_CANDIDATES if b <= cap] or [int(cap)]
-    small = int(min(allowed[-1], max(1, total_rows)))
+    key = (tuple(X.shape[1:]), str(X.device))
+    cache = _tuned_batches.setdefault(forward, {}) if isinstance(forward, torch.nn.Module) else {}
+    if key in cache:  # timed before: use it for small calls too
+        return int(min(cache[key], max(1, total_rows)))
+    # untimed: 1,024 rows (or the cap); 4,096 was the slowest size for both networks measured
+    default = _UNTUNED_ROWS if _UNTUNED_ROWS in allowed else allowed[-1]
     if not isinstance(forward, torch.nn.Module) or total_rows < _TUNE_MIN_ROWS:
-        return small
+        return int(min(default, max(1, total_rows)))
     if len(allowed) == 1:
         return allowed[0]
-    key = (tuple(X.shape[1:]), str(X.device))
-    cache = _tuned_batches.setdefault(forward, {})
-    if key in cache:
-        return cache[key]
     batches = {b: X[:1].expand(b, *X.shape[1:]).contiguous() for b in allowed}
     rates: dict[int, float] = {b: 0.0 for b in allowed}
     for b in allowed:
