@@ -231,6 +231,7 @@ def _params(est: Any, dropped: list) -> dict:
         defaults = {k: p.default for k, p in sig.items() if p.default is not inspect._empty}
     except (TypeError, ValueError):  # pragma: no cover
         pass
+    skorch_defaults = _skorch_defaults()
     out: dict[str, Any] = {}
     for key, val in params.items():
         if key in _SPECIAL or key.startswith(("module__", "_")):
@@ -245,7 +246,7 @@ def _params(est: Any, dropped: list) -> dict:
             dropped.append(key)
         elif key in defaults and (val is defaults[key] or _same_default(val, defaults[key])):
             continue
-        elif key in _skorch_defaults() and val is _skorch_defaults()[key]:
+        elif key in skorch_defaults and val is skorch_defaults[key]:
             continue
         else:
             dropped.append(key)

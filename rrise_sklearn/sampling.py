@@ -504,6 +504,26 @@ def tuned_batch_size(forward: Any, X: torch.Tensor, total_rows: int) -> int:
     return cache[key]
 
 
+def _check_engine_args(
+    sigma: Any, n: Any, n_classes: Any, noise_sharing: Any, batch_size: Any
+) -> tuple[float, int, int, int]:
+    """The engine's numeric arguments, checked; ``(sigma, n, n_classes, noise_sharing)``."""
+    sigma = float(sigma)
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0; got sigma={sigma!r}.")
+    checked = [("n", n), ("n_classes", n_classes), ("noise_sharing", noise_sharing)]
+    if not (isinstance(batch_size, str) and batch_size == "auto"):
+        checked.append(("batch_size", batch_size))
+    for name, val in checked:
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(
+                f"{name} must be an integer >= 1"
+                + (' or "auto"' if name == "batch_size" else "")
+                + f"; got {name}={val!r}."
+            )
+    return sigma, int(n), int(n_classes), int(noise_sharing)
+
+
 def monte_carlo_counts(
     forward: torch.nn.Module | Callable[[np.ndarray], Any],
     X: Any,
@@ -581,28 +601,12 @@ def monte_carlo_counts(
     >>> counts.shape, counts.sum(axis=1).tolist()
     ((2, 2), [1000, 1000])
     """
-    sigma = float(sigma)
-    if not np.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a finite number > 0; got sigma={sigma!r}.")
-    auto_batch = isinstance(batch_size, str) and batch_size == "auto"
-    checked = [("n", n), ("n_classes", n_classes)] + (
-        [] if auto_batch else [("batch_size", batch_size)]
+    sigma, n, n_classes, noise_sharing = _check_engine_args(
+        sigma, n, n_classes, noise_sharing, batch_size
     )
-    for name, val in checked:
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(
-                f"{name} must be an integer >= 1"
-                + (' or "auto"' if name == "batch_size" else "")
-                + f"; got {name}={val!r}."
-            )
-    if isinstance(noise_sharing, bool) or not isinstance(noise_sharing, (int, np.integer)):
-        raise ValueError(f"noise_sharing must be an integer >= 1; got {noise_sharing!r}.")
-    if noise_sharing < 1:
-        raise ValueError(f"noise_sharing must be an integer >= 1; got {noise_sharing!r}.")
+    auto_batch = batch_size == "auto"
     if not callable(forward):
         raise TypeError(f"forward must be a torch module or a callable; got {type(forward)}.")
-    n, n_classes = int(n), int(n_classes)
-    noise_sharing = int(noise_sharing)
     dev = torch.device(device) if device is not None else _module_device(forward)
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float32) if not isinstance(X, torch.Tensor) else X)
     Xt = Xt.to(device=dev, dtype=torch.float32)
@@ -883,28 +887,21 @@ def precompute_counts(
         )
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-    sigma = float(sigma)
-    if not np.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a finite number > 0; got sigma={sigma!r}.")
-    for name, val in (
-        ("n", n),
-        ("n_classes", n_classes),
-        ("noise_sharing", noise_sharing),
-        ("chunk_size", chunk_size),
+    sigma, n, n_classes, noise_sharing = _check_engine_args(
+        sigma, n, n_classes, noise_sharing, batch_size
+    )
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
     ):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {name}={val!r}.")
-    if not (
-        batch_size == "auto" or (isinstance(batch_size, (int, np.integer)) and batch_size >= 1)
-    ):
-        raise ValueError(f'batch_size must be an integer >= 1 or "auto"; got {batch_size!r}.')
+        raise ValueError(f"chunk_size must be an integer >= 1; got chunk_size={chunk_size!r}.")
     Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     if Xn.ndim < 2:
         raise ValueError(f"X must have shape (n_inputs, ...); got shape {Xn.shape}.")
     Xn = np.ascontiguousarray(Xn, dtype=np.float32)
     if not np.isfinite(Xn).all():
         raise ValueError("X contains NaN or infinity; clean or impute the inputs first.")
-    n, n_classes, noise_sharing = int(n), int(n_classes), int(noise_sharing)
     dev = torch.device(device) if device is not None else _module_device(model)
     root = resolve_seed(random_state)
     n_inputs = len(Xn)

@@ -38,7 +38,7 @@ from .calibration import (
 from .metrics import certified_accuracy
 from .persistence import ModelFileMixin
 from .results import CertificationResult
-from .sampling import MonteCarloCounts, check_distinct_streams, resolve_seed
+from .sampling import MonteCarloCounts, _inputs_digest, check_distinct_streams, resolve_seed
 from .smoothing import SmoothedClassifier, build_module, eval_forward
 
 __all__ = [
@@ -882,7 +882,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         """
         if self.cache_dir is None or purpose is None:
             return None
-        digest = hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()[:16]
+        digest = _inputs_digest(X)[:16]
         return os.path.join(os.fspath(self.cache_dir), purpose, f"{X.shape[0]}-{digest}")
 
     def _counts_of(

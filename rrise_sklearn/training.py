@@ -264,7 +264,10 @@ def check_params(objective: Any, params: dict) -> dict:
         )
     kw = {**_DEFAULTS[objective], **params}
     for key, val in kw.items():
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0:
+        if key in ("m", "k"):  # noise copies: at least one
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"training__{key} must be an integer >= 1; got {val!r}.")
+        elif isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0:
             raise ValueError(f"training__{key} must be a number >= 0; got {val!r}.")
     return kw
 

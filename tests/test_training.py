@@ -109,5 +109,8 @@ def test_hyperparameters_are_grid_searchable_parameters(digits):
         SmoothedClassifier(MLP, training="adversarial").fit(X[:50], y[:50])
     with pytest.raises(ValueError, match=r"takes the hyperparameters training__eta, training__lbd"):
         SmoothedClassifier(MLP, training="consistency", training__epsilon=1.0).fit(X[:50], y[:50])
-    with pytest.raises(ValueError, match="training__m must be a number >= 0"):
-        SmoothedClassifier(MLP, training="smoothmix", training__m=-1).fit(X[:50], y[:50])
+    for bad in (-1, 0, 1.5):
+        with pytest.raises(ValueError, match="training__m must be an integer >= 1"):
+            SmoothedClassifier(MLP, training="smoothmix", training__m=bad).fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="training__eta must be a number >= 0"):
+        SmoothedClassifier(MLP, training="smoothmix", training__eta=-1.0).fit(X[:50], y[:50])
