@@ -24,41 +24,40 @@ RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 @dataclass
 class DemoConfig:
-    """Settings of the demo; ``quick()`` is the smoke-run variant."""
+    """Settings of the demo; ``quick()`` is the smoke-run variant.
+
+    The surrogate's settings are ``None`` in the full demo: it shows
+    ``RRISESurrogate``'s defaults, as a user gets them.
+    """
 
     sigma: float = 0.25
     epochs: int = 60
     n0: int = 100
     n: int = 10_000
     alpha: float = 0.001
-    n_targets: int = 2_000
-    n_augment: int = 32
-    n_calibration: int = 100_000
-    surrogate_epochs: int = 20
     alpha_conf: float = 0.01
     seed: int = 0
     radii: tuple = field(default=RADII)
+    surrogate: dict = field(default_factory=dict)
 
     @classmethod
     def quick(cls, **kw: Any) -> DemoConfig:
-        return cls(
-            epochs=15,
-            n0=50,
-            n=1_000,
+        small = dict(
             n_targets=200,
             n_augment=2,
             n_calibration=1_000,
-            surrogate_epochs=10,
-            alpha_conf=0.05,
-            **kw,
+            n_refine=5_000,
+            n_members=2,
+            max_epochs=10,
         )
+        return cls(epochs=15, n0=50, n=1_000, alpha_conf=0.05, surrogate=small, **kw)
 
 
 def load_demo_data(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Digits scaled to [0, 1], split into base-training, RRISE (train + calibration) and test.
+    """Digits scaled to [0, 1], split into base-training, RRISE calibration and test.
 
-    The three parts are disjoint: the surrogate's calibration data is never used to train
-    the base classifier or the surrogate.
+    The three parts are disjoint. The surrogate trains on the base-training inputs
+    (``RRISESurrogate``'s default), so its calibration inputs train neither network.
     """
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
@@ -94,7 +93,7 @@ def run_demo(
     X_test, y_test = data["test"]
     print_fn(
         f"digits (8x8, pixels scaled to [0, 1]): {len(X_base)} base-training, "
-        f"{len(X_rrise)} surrogate train+calibration, {len(X_test)} test inputs; "
+        f"{len(X_rrise)} held out for the surrogate's calibration, {len(X_test)} test inputs; "
         f"sigma={cfg.sigma}, alpha={cfg.alpha}, alpha_conf={cfg.alpha_conf}"
     )
 
@@ -118,17 +117,14 @@ def run_demo(
     mc = clf.certify(X_test)
     t_mc = (time.perf_counter() - t0) / len(X_test)
 
+    # the defaults: the surrogate trains on the base network's training inputs (kept by
+    # fit) and all of X_rrise calibrates it
     sur = RRISESurrogate(
         clf,
-        n_targets=cfg.n_targets,
-        n_augment=cfg.n_augment,
-        n_calibration=cfg.n_calibration,
         alpha_conf=cfg.alpha_conf,
-        calibration_size=0.4,
-        max_epochs=cfg.surrogate_epochs,
-        lr=1e-3,
         random_state=cfg.seed,
         callbacks=[("progress", EpochProgress("3/4 training the RRISE surrogate"))],
+        **cfg.surrogate,
     )
     sur.fit(X_rrise)
     t0 = time.perf_counter()

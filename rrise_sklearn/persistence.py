@@ -25,8 +25,8 @@ refused with :class:`ModelFileError` and nothing is executed.
 What is not saved: the optimizer's state (a loaded estimator certifies and
 predicts as before; training it further starts a fresh optimizer), callbacks
 and other parameters that are not JSON-able (named in a warning at save time),
-and, unless ``include_training_data=True``, the surrogate's training inputs
-and counts.
+and, unless ``include_training_data=True``, the smoothed classifier's
+training inputs and the surrogate's training inputs and counts.
 
 Examples
 --------
@@ -297,13 +297,18 @@ class _Writer:
         return key
 
 
-def _save_smoothed(est: Any, w: _Writer, prefix: str, dropped: list) -> dict:
+def _save_smoothed(
+    est: Any, w: _Writer, prefix: str, dropped: list, include_training_data: bool = False
+) -> dict:
     from .smoothing import SmoothedClassifier
 
     if not isinstance(est, SmoothedClassifier) or not est.__sklearn_is_fitted__():
         raise TypeError("save needs a fitted SmoothedClassifier (call fit first).")
     params = _params(est, dropped)
     kwargs = est.get_params_for("module")
+    fitted_extra = {}
+    if include_training_data and getattr(est, "training_inputs_", None) is not None:
+        fitted_extra["training_inputs"] = w.array(f"{prefix}training_inputs", est.training_inputs_)
     return {
         "class": "SmoothedClassifier",
         "params": params,
@@ -315,6 +320,7 @@ def _save_smoothed(est: Any, w: _Writer, prefix: str, dropped: list) -> dict:
             "input_shape": _plain(list(getattr(est, "input_shape_", None) or [])) or None,
             "module_inferred_kwargs": _plain(getattr(est, "module_inferred_kwargs_", {})),
             "n_count_draws": int(getattr(est, "_n_count_draws", 0)),
+            **fitted_extra,
         },
     }
 
@@ -344,7 +350,6 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
                 "calibration_classes": w.array("surrogate_score_classes", est.calibration_classes_),
                 "refined": w.array("surrogate_refined", est.refined_),
                 "prediction_cap": float(est.prediction_cap_),
-                "score_ceiling": None if est.score_ceiling_ is None else float(est.score_ceiling_),
                 "n_calibration": int(est.n_calibration_),
                 "calibration_samples": int(est.calibration_samples_),
                 "calibrated_for": _plain(getattr(est, "calibrated_for_", None)),
@@ -360,7 +365,7 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
         "network": _network_spec(est.module, kwargs),
         "weights": w.weights("surrogate_network", net),
         "fitted": fitted,
-        "smoothed": _save_smoothed(est.smoothed_, w, "base_", dropped),
+        "smoothed": _save_smoothed(est.smoothed_, w, "base_", dropped, include_training_data),
     }
 
 
@@ -401,9 +406,10 @@ def save(estimator: Any, path: str | os.PathLike, *, include_training_data: bool
         file ending in ``.zip``. Written atomically: a crash leaves the old
         model or the new one, never a half-written one.
     include_training_data : bool, default=False
-        Also store an RRISESurrogate's training inputs and counts
-        (``train_inputs_``, ``train_counts_``; they can be large and may be
-        private).
+        Also store the smoothed classifier's training inputs
+        (``training_inputs_``, used by a later ``RRISESurrogate.fit``) and an
+        RRISESurrogate's training inputs and counts (``train_inputs_``,
+        ``train_counts_``); they can be large and may be private.
 
     Returns
     -------
@@ -463,7 +469,7 @@ def _save_final(est: Any, w: _Writer, dropped: list, include_training_data: bool
     if isinstance(est, RRISESurrogate):
         return _save_surrogate(est, w, dropped, include_training_data)
     if isinstance(est, SmoothedClassifier):
-        return _save_smoothed(est, w, "", dropped)
+        return _save_smoothed(est, w, "", dropped, include_training_data)
     raise TypeError(
         "save writes a SmoothedClassifier, an RRISESurrogate, or a Pipeline ending in one; "
         f"got {type(est).__name__}."
@@ -676,6 +682,8 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     finally:
         est.abstain_label = params.get("abstain_label")
     est._n_count_draws = int(fitted.get("n_count_draws", 0))
+    if "training_inputs" in fitted:
+        est.training_inputs_ = r.array(fitted["training_inputs"]).astype(np.float32)
     _load_weights(est.module_, r.weights(_get(spec, "weights", r.path)), r.path, "base network")
     est.module_.eval()
     return est
@@ -721,8 +729,6 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est.calibration_classes_ = r.array(fitted["calibration_classes"])
         est.refined_ = r.array(fitted["refined"])
         est.prediction_cap_ = float(fitted["prediction_cap"])
-        sc = fitted.get("score_ceiling")
-        est.score_ceiling_ = None if sc is None else float(sc)
         est.n_calibration_ = int(fitted["n_calibration"])
         est.calibration_samples_ = int(fitted["calibration_samples"])
         if fitted.get("calibrated_for") is not None:

@@ -199,6 +199,13 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         Number of features seen in ``fit``.
     module_ : torch.nn.Module
         The trained base network.
+    training_inputs_ : ndarray of shape (n_samples, *input_shape)
+        The inputs of the last ``fit`` (without their noise). An
+        :class:`~rrise_sklearn.RRISESurrogate` trains on them by default, so
+        that all of its own ``X`` can calibrate. Not set by ``partial_fit`` nor
+        for a pretrained module; ``del clf.training_inputs_`` before pickling
+        drops it (:func:`rrise_sklearn.save` leaves it out unless
+        ``include_training_data=True``).
 
     Notes
     -----
@@ -460,6 +467,7 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
                 self._fit_encoded(X, y_enc, **fit_params)
         # skorch set classes_inferred_ from the encoded labels; restore the real ones
         self.classes_inferred_ = self.label_encoder_.classes_
+        self.training_inputs_ = X
         return self
 
     def _fit_encoded(self, X: np.ndarray, y_enc: np.ndarray, **fit_params: Any) -> None:
@@ -478,6 +486,8 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         self._validate_smoothing_params()
         first = not getattr(self, "initialized_", False) or not hasattr(self, "label_encoder_")
         X, y = validate_inputs(self, X, y, reset=first)
+        # the network is no longer trained on fit's inputs alone
+        self.__dict__.pop("training_inputs_", None)
         check_classification_targets(y)
         if first:
             given = classes if classes is not None else self.classes

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,6 @@ from skorch import NeuralNet
 from . import stats
 from ._validation import inferred_module_kwargs, validate_inputs
 from .calibration import (
-    SCORES,
     calibrated_lower,
     conformal_rank,
     conformal_threshold,
@@ -44,7 +44,6 @@ from .smoothing import SmoothedClassifier, build_module, eval_forward
 __all__ = [
     "JensenShannonLoss",
     "MeanLogProbEnsemble",
-    "ProbitMatchingLoss",
     "RRISESurrogate",
     "VerificationReport",
 ]
@@ -52,6 +51,9 @@ __all__ = [
 # spawn keys of the surrogate's random streams
 _SPLIT, _TARGETS, _AUGMENT, _CALIB, _VERIFY, _TRAIN, _BASE, _REFINE = 10, 11, 12, 13, 14, 15, 16, 17
 _VERIFY_REFINE, _MONITOR = 18, 19
+# the conformity score: the surrogate's miss on the PhiInv scale (method.md section 3);
+# the headroom and probability scores of rrise_sklearn.calibration measured worse here
+_SCORE = "radius"
 
 
 class JensenShannonLoss(torch.nn.Module):
@@ -73,38 +75,6 @@ class JensenShannonLoss(torch.nn.Module):
             torch.zeros_like(target),
         ).sum(1)
         return (0.5 * (kl_p + kl_t)).mean()
-
-
-class ProbitMatchingLoss(torch.nn.Module):
-    """Soft-label cross-entropy plus a squared error on the PhiInv scale of the top class.
-
-    The conformity score of the radius scale compares ``PhiInv(h_c)`` with the
-    Monte Carlo bound on the same scale, where cross-entropy barely sees the
-    difference between, say, 0.999 and 0.9999 (0.6 z-units). The second term
-    ``weight * (PhiInv(h_c) - PhiInv(p_c))^2`` on the target's top class ``c``
-    fixes that; ``p_c`` is clipped to ``[1/2n, 1 - 1/2n]`` (``n`` samples per
-    target) so it stays finite.
-    """
-
-    def __init__(self, weight: float = 1.0, n: int = 2000) -> None:
-        super().__init__()
-        self.weight = float(weight)
-        self.n = int(n)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(logits, dim=1)
-        ce = -(target * logp).sum(1).mean()
-        if self.weight == 0:
-            return ce
-        c = target.argmax(dim=1, keepdim=True)
-        # log(1 - h_c) precisely: logsumexp of the other classes' log-probabilities
-        others = logp.scatter(1, c, float("-inf"))
-        log_q = torch.logsumexp(others, dim=1)
-        z_h = -torch.special.ndtri(log_q.exp().clamp(min=1e-30, max=1 - 1e-7))
-        eps = 0.5 / self.n
-        q_t = (1 - target.gather(1, c).squeeze(1)).clamp(min=eps, max=1 - eps)
-        z_t = -torch.special.ndtri(q_t)
-        return ce + self.weight * ((z_h - z_t) ** 2).mean()
 
 
 @dataclass(frozen=True)
@@ -272,6 +242,34 @@ def _fused_mean_log_softmax(layers: list, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(h, dim=2).mean(dim=0)
 
 
+def _row_keys(X: np.ndarray) -> set:
+    rows = np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
+    return {r.tobytes() for r in rows}
+
+
+def _check_held_out(X_cal: np.ndarray, X_train: np.ndarray, what: str) -> None:
+    """Calibration inputs must not be training inputs: error if most are, warn if some are.
+
+    A few exact repeats can be natural (data sets with duplicate images); the
+    same array passed twice is the mistake this catches.
+    """
+    if len(X_cal) == 0 or len(X_train) == 0 or X_cal.shape[1:] != X_train.shape[1:]:
+        return
+    train = _row_keys(X_train)
+    rows = np.ascontiguousarray(X_cal, dtype=np.float32).reshape(len(X_cal), -1)
+    n_same = sum(r.tobytes() in train for r in rows)
+    if n_same == 0:
+        return
+    msg = (
+        f"{n_same} of the {len(X_cal)} calibration inputs are identical to {what}. "
+        "Calibration inputs must be held out from both trainings, or the guarantee does not "
+        "hold: pass inputs that trained neither network."
+    )
+    if n_same > len(X_cal) / 2:
+        raise ValueError(msg)
+    warnings.warn(msg, UserWarning, stacklevel=3)
+
+
 def _unwrap(smoothed: Any) -> Any:
     inner = getattr(smoothed, "estimator", None)
     if inner is not None and type(smoothed).__name__ == "FrozenEstimator":
@@ -300,9 +298,9 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     module : torch module class or instance, default=None
         Surrogate network. ``None`` copies the smoothed classifier's base
         network, weights included (the best measured initialization).
-    n_targets : int, default=None
-        Monte Carlo samples per training target; default the smoothed
-        classifier's ``n``.
+    n_targets : int or None, default=2000
+        Monte Carlo samples per training target (``None``: the smoothed
+        classifier's ``n``).
     n_augment : int, default=32
         Noisy copies ``x + N(0, sigma^2 I)`` of every training input, each
         with its own Monte Carlo target (more training data at the cost of
@@ -311,74 +309,58 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         against 0.48 with 8).
     augment_scale : float, default=1.0
         Noise of the copies, as a multiple of the smoothing ``sigma``.
-    n_calibration : int, default=None
-        Monte Carlo samples per calibration input; default the smoothed
-        classifier's ``n``. A larger value lifts the ceiling of the radii.
-    n_refine : int, default=None
-        If set, a second Monte Carlo stage at calibration: the ``refine_size``
-        share of calibration inputs with the largest scores (those near the
-        threshold) get ``n_refine`` more samples, and each input's bound is the
-        larger of its first-stage bound and the bound from all its samples,
-        each at ``alpha_mc / 2`` (so ``alpha_mc`` still bounds the Monte Carlo
-        error). Only the scores that set the threshold are tightened, at a
-        fraction of the cost of ``n_calibration + n_refine`` samples for every
-        input; the guarantee is unchanged (the threshold can only be larger
-        than had every input been refined, which is a valid split-conformal
-        threshold). The radius ceiling stays that of ``n_calibration``. On
-        digits, ``n_refine=1_000_000`` with ``n_calibration=100_000`` cut the
-        recipe's mean gap to Monte Carlo from 1.68 to 1.14 points at
-        sigma = 0.25 and from 2.00 to 1.37 at 0.5 (benchmarks/README.md).
-    refine_size : float or int, default=0.1
+    n_calibration : int or None, default=100_000
+        Monte Carlo samples per calibration input (``None``: the smoothed
+        classifier's ``n``). It sets the ceiling of the radii
+        (:attr:`prediction_cap_`) and the slack of each calibration bound, so
+        it is larger than a Monte Carlo certificate's ``n``: it is paid once.
+    n_refine : int or None, default=1_000_000
+        A second Monte Carlo stage at calibration (``None`` turns it off): the
+        ``refine_size`` share of calibration inputs with the largest scores
+        (those that set the threshold) get ``n_refine`` more samples, and each
+        input's bound is the larger of its first-stage bound and the bound
+        from all its samples, each at ``alpha_mc / 2`` (so ``alpha_mc`` still
+        bounds the Monte Carlo error). Only the scores near the threshold are
+        tightened, at a fraction of the cost of ``n_calibration + n_refine``
+        samples for every input; the guarantee is unchanged (the threshold can
+        only be larger than had every input been refined, which is a valid
+        split-conformal threshold). The radius ceiling stays that of
+        ``n_calibration``.
+    refine_size : float or int, default=0.05
         With ``n_refine``: the share (float in (0, 1]) or number (int) of
         calibration inputs refined; with ``mondrian=True`` per predicted class.
+        At ``alpha_conf=0.01`` the threshold is about the 1 % largest score, so
+        the top 5 % leave room for the reordering that refinement causes.
     alpha_conf : float, default=0.01
         Conformal miscoverage level.
     alpha_mc : float, default=None
         Level of the calibration Clopper-Pearson bounds; default the smoothed
         classifier's ``alpha``.
     calibration_size : float or int, default=0.25
-        Part of ``X`` held out for calibration.
+        Part of ``X`` held out for calibration when the surrogate must train
+        on part of ``X`` (see :meth:`fit`): only when the smoothed classifier
+        kept no training inputs and none are passed.
     smoothed_size : float, default=0.5
         Part of ``X`` used to fit an unfitted ``smoothed``.
-    conformity_score : {"radius", "headroom", "probability"}, default="radius"
-        Conformity score (see :mod:`rrise_sklearn.calibration`). ``"radius"``:
-        the surrogate's miss on the PhiInv scale, one constant margin for every
-        input. ``"headroom"``: the same miss divided by the distance from the
-        surrogate's prediction to the ceiling ``c`` (the largest PhiInv value
-        ``n_calibration`` samples can certify, plus ``headroom``), so the
-        margin shrinks for confident inputs; it pays off only when the
-        surrogate's errors really shrink with its confidence (on digits: at
-        sigma = 0.25 for a surrogate trained on held-out inputs alone, not at
-        0.5 nor with the base inputs added; benchmarks/README.md).
-        ``"probability"``: the miss on the probability scale (loses large radii).
-    headroom : float, default=1.6
-        Offset of the ceiling of the ``"headroom"`` score above the
-        calibration cap, in PhiInv units: smaller values shrink the margin of
-        confident inputs more.
     mondrian : bool, default=False
         One threshold per predicted class (class-conditional validity). A class
         with too few calibration points gets no certificates.
     pac_delta : float, default=None
         If set, a training-conditional threshold valid with probability
         ``1 - pac_delta`` over the calibration draw.
-    loss : {"soft_ce", "probit", "js"}, default="soft_ce"
-        Training loss on the count frequencies: soft-label cross-entropy;
-        ``"probit"`` adds a squared error on the PhiInv scale of the top class
-        (:class:`ProbitMatchingLoss`, weight ``probit_weight``); ``"js"`` is the
-        Jensen-Shannon loss of the prior offline surrogate (baseline).
-    probit_weight : float, default=1.0
-        Weight of the PhiInv-scale term of ``loss="probit"``.
-    n_members : int, default=1
+    loss : {"soft_ce", "js"}, default="soft_ce"
+        Training loss on the count frequencies: soft-label cross-entropy, or
+        the Jensen-Shannon loss of the prior offline surrogate
+        (:class:`JensenShannonLoss`; a baseline).
+    n_members : int, default=5
         Train this many surrogate networks (each from the same
         initialization, with its own training seed) and certify with their
-        ensemble (:class:`MeanLogProbEnsemble`), calibrated as one network, so
-        the guarantee is unchanged. Training time grows ``n_members``-fold. On
-        digits, 5 networks trained on the base classifier's inputs alone
-        (``fit(X_heldout, train_inputs=X_base)``) gave a mean gap to Monte
-        Carlo of 1.7 points at sigma = 0.25 (three seeds) and 2.0 at 0.5
-        (six seeds; 3 networks: 2.0 and 2.2), against 5.0 and 3.5 for one network
-        trained on part of ``X``; with ``n_refine`` as well, see the user
-        guide's recipe (benchmarks/README.md, ``bench_rrise_seeds.py``).
+        ensemble (:class:`MeanLogProbEnsemble`, one batched pass for MLP
+        members), calibrated as one network, so the guarantee is unchanged.
+        Training time grows ``n_members``-fold. On digits, 5 networks gave a
+        mean gap to Monte Carlo of 1.7 points at sigma = 0.25 and 2.0 at 0.5
+        (3 networks: 2.0 and 2.2; one: 2.9-3.6 and 2.8-3.4), before
+        ``n_refine`` (benchmarks/README.md).
     calibrate : bool, default=True
         ``False`` reproduces the uncalibrated baseline: radius
         ``sigma * PhiInv(h)`` with no guarantee (``loss="js"`` for the prior
@@ -414,8 +396,6 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     refined_ : ndarray of int
         Indices (into the last calibration set) of the inputs refined with
         ``n_refine`` more samples; empty without ``n_refine``.
-    score_ceiling_ : float or None
-        Ceiling ``c`` of the ``"headroom"`` score (``None`` for the others).
     train_inputs_, train_counts_ : ndarray
         Surrogate training inputs (with noisy copies) and their Monte Carlo
         counts; pass them to another ``fit`` to reuse them.
@@ -443,23 +423,20 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         smoothed: Any,
         module: Any = None,
         *,
-        n_targets: int | None = None,
+        n_targets: int | None = 2000,
         n_augment: int = 32,
         augment_scale: float = 1.0,
-        n_calibration: int | None = None,
-        n_refine: int | None = None,
-        refine_size: float | int = 0.1,
+        n_calibration: int | None = 100_000,
+        n_refine: int | None = 1_000_000,
+        refine_size: float | int = 0.05,
         alpha_conf: float = 0.01,
         alpha_mc: float | None = None,
         calibration_size: float | int = 0.25,
         smoothed_size: float = 0.5,
-        conformity_score: str = "radius",
-        headroom: float = 1.6,
         mondrian: bool = False,
         pac_delta: float | None = None,
         loss: str = "soft_ce",
-        probit_weight: float = 1.0,
-        n_members: int = 1,
+        n_members: int = 5,
         calibrate: bool = True,
         score_radius: float = 0.0,
         random_state: Any = None,
@@ -503,12 +480,9 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         self.alpha_mc = alpha_mc
         self.calibration_size = calibration_size
         self.smoothed_size = smoothed_size
-        self.conformity_score = conformity_score
-        self.headroom = headroom
         self.mondrian = mondrian
         self.pac_delta = pac_delta
         self.loss = loss
-        self.probit_weight = probit_weight
         self.n_members = n_members
         self.calibrate = calibrate
         self.score_radius = score_radius
@@ -533,10 +507,6 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         if self.loss == "js":
             self.criterion_ = JensenShannonLoss()
             return self
-        if self.loss == "probit":
-            n_t = int(self.n_targets or getattr(getattr(self, "smoothed_", None), "n", 2000))
-            self.criterion_ = ProbitMatchingLoss(weight=self.probit_weight, n=n_t)
-            return self
         return super().initialize_criterion()
 
     def initialize_module(self) -> RRISESurrogate:
@@ -558,14 +528,8 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
 
     def _check_params(self) -> None:
         """Check the surrogate's own parameters (skorch checks its own at initialize)."""
-        if self.conformity_score not in SCORES:
-            raise ValueError(
-                f"conformity_score must be one of {SCORES}; got {self.conformity_score!r}."
-            )
-        if not (np.isscalar(self.headroom) and 0 < self.headroom < np.inf):
-            raise ValueError(f"headroom must be a number > 0; got {self.headroom!r}.")
-        if self.loss not in ("soft_ce", "probit", "js"):
-            raise ValueError(f"loss must be 'soft_ce', 'probit' or 'js'; got {self.loss!r}.")
+        if self.loss not in ("soft_ce", "js"):
+            raise ValueError(f"loss must be 'soft_ce' or 'js'; got {self.loss!r}.")
         for name in ("n_targets", "n_calibration", "n_refine"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
@@ -690,7 +654,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
 
     def _score_scale(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         """A probability (given with its complement) on the conformity-score scale."""
-        return p if self.conformity_score == "probability" else probit(p, q)
+        return probit(p, q)
 
     def _prediction(self, h: np.ndarray, q: np.ndarray) -> np.ndarray:
         """The surrogate's prediction on the score scale, capped at the calibration ceiling.
@@ -756,42 +720,83 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     ) -> RRISESurrogate:
         """Compute Monte Carlo targets, train the surrogate, and calibrate it.
 
+        Which inputs train the surrogate and which calibrate it:
+
+        - by default the inputs the smoothed classifier was trained on
+          (``smoothed.training_inputs_``, kept by ``SmoothedClassifier.fit``)
+          train the surrogate, and all of ``X`` calibrates it. No held-out
+          input is spent on training; this measured best on digits (mean gap
+          to Monte Carlo 2.0 points against 3.5-5.0 for training on part of
+          ``X``, benchmarks/README.md);
+        - an unfitted ``smoothed`` is first fitted on a ``smoothed_size`` part
+          of ``X`` (needs ``y``); then as above, with the rest of ``X``
+          calibrating;
+        - ``train_inputs`` given: those train, all of ``X`` calibrates;
+        - a smoothed classifier without training inputs (a pretrained module,
+          ``partial_fit``, a loaded model file), or ``train_inputs="split"``:
+          ``X`` is split, ``calibration_size`` of it calibrates.
+
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Inputs not used to train the smoothed classifier. Split into a
-            surrogate-training part and a calibration part
-            (``calibration_size``), unless ``train_inputs`` is given.
+        X : array-like of shape (n_samples, *input_shape)
+            Inputs used to train neither the smoothed classifier nor the
+            surrogate: the calibration set (exchangeable with the inputs to
+            certify). Inputs identical to the surrogate's training inputs are
+            reported: a warning if a few are, an error if most are (the
+            usual mistake of passing the training set again).
         y : array-like, optional
             Labels; only needed when ``smoothed`` is not fitted yet (it is then
             fitted on a ``smoothed_size`` part of ``X``).
-        train_inputs : array-like, optional
-            The surrogate's training inputs; then all of ``X`` is used for
-            calibration. Without ``train_counts`` their targets are computed
-            here (with ``n_augment`` noisy copies each). No labels are needed,
-            so e.g. the smoothed classifier's own training inputs can be used:
-            on digits, training on them alone and calibrating on all held-out
-            inputs measured best (see ``n_members`` and the user guide). The
-            calibration inputs ``X`` must still be held out from both
-            trainings.
+        train_inputs : array-like or "split", optional
+            The surrogate's training inputs; no labels needed. Without
+            ``train_counts`` their targets are computed here (with
+            ``n_augment`` noisy copies each). ``"split"`` trains on part of
+            ``X`` instead of the smoothed classifier's inputs.
         train_counts : array-like, optional
             Precomputed Monte Carlo counts of ``train_inputs`` (taken as the
             full training set, noisy copies included; e.g.
             ``other.train_inputs_`` and ``other.train_counts_``).
         calibration_counts : array-like, optional
-            With ``train_inputs``: precomputed calibration counts of ``X`` (see
-            :meth:`conformalize`).
+            Precomputed calibration counts of ``X`` when all of ``X``
+            calibrates (see :meth:`conformalize`).
 
         Returns
         -------
         self : RRISESurrogate
         """
-        if calibration_counts is not None and train_inputs is None:
-            # without train_inputs X is split, so counts of X would not match the calibration part
-            raise ValueError("calibration_counts needs train_inputs (then all of X calibrates).")
+        split = isinstance(train_inputs, str)
+        if split and train_inputs != "split":
+            raise ValueError(
+                f"train_inputs must be an array of inputs or 'split'; got {train_inputs!r}."
+            )
+        if split:
+            if train_counts is not None or calibration_counts is not None:
+                raise ValueError(
+                    "train_inputs='split' computes its own targets and calibration counts: "
+                    "train_counts and calibration_counts cannot be used with it."
+                )
+            train_inputs = None
         check_distinct_streams(train_counts=train_counts, calibration_counts=calibration_counts)
         X, y = self._prepare(X, y)
         timings: dict[str, float] = {}
+        kept = getattr(self.smoothed_, "training_inputs_", None)
+        if train_inputs is None and train_counts is None and not split and kept is not None:
+            train_inputs = kept
+        if calibration_counts is not None and train_inputs is None:
+            # X is split, so counts of X would not match the calibration part
+            raise ValueError(
+                "calibration_counts needs all of X to calibrate: pass train_inputs (or fit "
+                "the smoothed classifier with SmoothedClassifier.fit, which keeps its inputs)."
+            )
+        if train_inputs is not None:
+            what = (
+                "the smoothed classifier's training inputs (the surrogate's too)"
+                if train_inputs is kept
+                else "the surrogate's training inputs"
+            )
+            _check_held_out(X, self._X(train_inputs), what)
+        if kept is not None and kept is not train_inputs:
+            _check_held_out(X, kept, "the smoothed classifier's training inputs")
 
         if train_counts is not None:
             if train_inputs is None:
@@ -1092,11 +1097,6 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         alpha_1 = self._stage_alpha  # alpha_mc / 2 per stage with refinement (union bound)
         t = np.log(alpha_1) / n_cal
         self.prediction_cap_ = float(self._score_scale(np.exp(t), -np.expm1(t)))
-        self.score_ceiling_ = (
-            self.prediction_cap_ + float(self.headroom)
-            if self.conformity_score == "headroom"
-            else None
-        )
         top, y_hat, y_mc, k = self._calibration_evidence(
             X_cal, n_cal, _CALIB, random_state, counts, alpha=alpha_1
         )
@@ -1142,7 +1142,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             # MAPIE refuses the smallest valid size (where tau is the largest score), and
             # a one-sided bound at alpha_conf >= 1/2 has no two-sided MAPIE equivalent.
             return
-        tau_mapie = mapie_threshold(y_hat, y_mc, self.alpha_conf, ceiling=self.score_ceiling_)
+        tau_mapie = mapie_threshold(y_hat, y_mc, self.alpha_conf)
         scores = np.sort(self._scores(y_hat, y_mc))
         above = np.searchsorted(scores, tau, side="right")  # the next larger score, if any
         allowed = [tau] + ([float(scores[above])] if above < m else [])
@@ -1163,16 +1163,11 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
 
     def _scores(self, y_hat: np.ndarray, y_mc: np.ndarray) -> np.ndarray:
         """Conformity scores from score-scale predictions and Monte Carlo lower bounds."""
-        return conformity_scores(y_hat, y_mc, self.conformity_score, self.score_ceiling_)
+        return conformity_scores(y_hat, y_mc, _SCORE)
 
     def _calibrated_z(self, top: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
         """``PhiInv(p_tilde)`` of the calibrated bound, from the capped score-scale prediction."""
-        lower = calibrated_lower(
-            y_hat, self._threshold_for(top), self.conformity_score, self.score_ceiling_
-        )
-        if self.conformity_score == "probability":
-            return probit(np.clip(lower, 0.0, 1.0))
-        return lower
+        return calibrated_lower(y_hat, self._threshold_for(top), _SCORE)
 
     def certify(self, X: Any) -> CertificationResult:
         """Certify in one forward pass.
@@ -1207,7 +1202,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 "sigma": sigma,
                 "alpha_conf": self.alpha_conf,
                 "alpha_mc": self.alpha_mc_,
-                "conformity_score": self.conformity_score,
+                "conformity_score": _SCORE,
                 "calibrated": bool(self.calibrate),
                 # how the certificates' errors depend on each other (one shared threshold)
                 "dependence": "conformal" if self.calibrate else "none",

@@ -105,7 +105,15 @@ def test_image_model_through_the_command_line(cnn, images, tmp_path):
 def test_rrise_surrogate_on_images(cnn, images):
     X, _ = images
     sur = RRISESurrogate(
-        FrozenEstimator(cnn), n_augment=1, max_epochs=3, alpha_conf=0.1, random_state=0
+        FrozenEstimator(cnn),
+        n_members=1,
+        n_targets=None,
+        n_calibration=None,
+        n_refine=None,
+        n_augment=1,
+        max_epochs=3,
+        alpha_conf=0.1,
+        random_state=0,
     ).fit(X[400:700])
     assert sur.input_shape_ == (3, 8, 8)
     res = sur.certify(X[:30])

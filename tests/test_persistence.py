@@ -51,6 +51,7 @@ def fitted(digits):
     ).fit(X[:500], y[:500])
     sur = RRISESurrogate(
         clf,
+        n_refine=None,
         n_targets=100,
         n_augment=1,
         n_calibration=300,
@@ -89,10 +90,15 @@ def test_surrogate_round_trip_keeps_ensemble_thresholds_and_verify(fitted, tmp_p
     np.testing.assert_array_equal(back.calibration_scores_, sur.calibration_scores_)
     assert len(back.module_.members) == 2
     assert not hasattr(back, "train_inputs_")  # training data only on request
+    assert not hasattr(back.smoothed_, "training_inputs_")
     a, b = sur.verify(X[1300:1400]), back.verify(X[1300:1400])
     assert a == b  # same seed derivation after the round trip
     full = RRISESurrogate.load(save(sur, tmp_path / "full", include_training_data=True))
     np.testing.assert_array_equal(full.train_counts_, sur.train_counts_)
+    # with them, a recalibration from the loaded file trains on the same inputs as before
+    np.testing.assert_array_equal(
+        full.smoothed_.training_inputs_, sur.smoothed_.training_inputs_
+    )
 
 
 def test_image_pipeline_and_string_labels_round_trip(digits, tmp_path):

@@ -16,6 +16,10 @@ from sklearn.exceptions import NotFittedError
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier, certify, metrics, stats
 from rrise_sklearn.nets import MLP, LinearModel
 
+# S: the surrogate settings of these tests (one network, targets and calibration at the
+# smoothed classifier's n, no second stage)
+S = dict(n_members=1, n_targets=None, n_calibration=None, n_refine=None)
+
 
 @pytest.fixture(scope="module")
 def models(digits):
@@ -24,8 +28,8 @@ def models(digits):
         MLP, module__hidden=16, max_epochs=1, n0=10, n=100, random_state=0
     ).fit(X[:300], y[:300])
     sur = RRISESurrogate(
-        clf, n_targets=50, n_augment=0, n_calibration=100, alpha_conf=0.1, max_epochs=1,
-        random_state=0,
+        clf, n_members=1, n_refine=None, n_targets=50, n_augment=0, n_calibration=100,
+        alpha_conf=0.1, max_epochs=1, random_state=0,
     ).fit(X[300:600])  # fmt: skip
     return X, y, clf, sur
 
@@ -109,35 +113,38 @@ CASES = [
      ValueError, "noise_sharing must be an integer >= 1"),
     ("adaptive max_n 0", lambda X, y, c, s: c.certify_adaptive(X[:5], max_n=0), ValueError,
      "max_n must be an integer >= 1"),
-    ("alpha_conf 1.5", lambda X, y, c, s: RRISESurrogate(c, alpha_conf=1.5).fit(X[300:400]),
+    ("alpha_conf 1.5", lambda X, y, c, s: RRISESurrogate(c, **S, alpha_conf=1.5).fit(X[300:400]),
      ValueError, r"alpha_conf must lie in \(0, 1\)"),
     ("calibration too small",
-     lambda X, y, c, s: RRISESurrogate(c, alpha_conf=0.001, n_targets=20, n_augment=0,
+     lambda X, y, c, s: RRISESurrogate(c, **{**S, "n_targets": 20}, alpha_conf=0.001, n_augment=0,
                                        max_epochs=1).fit(X[300:400]),
      ValueError, "alpha_conf=0.001 needs at least 999"),
-    ("calibration_size 2.0", lambda X, y, c, s: RRISESurrogate(c, calibration_size=2.0).fit(X),
+    ("calibration_size 2.0", lambda X, y, c, s: RRISESurrogate(c, **S, calibration_size=2.0).fit(X),
      ValueError, r"calibration_size must be a share in \(0, 1\)"),
-    ("n_calibration 0", lambda X, y, c, s: RRISESurrogate(c, n_calibration=0).fit(X),
+    ("n_calibration 0", lambda X, y, c, s: RRISESurrogate(c, **{**S, "n_calibration": 0}).fit(X),
      ValueError, "n_calibration must be None or an integer >= 1"),
-    ("n_members 0", lambda X, y, c, s: RRISESurrogate(c, n_members=0).fit(X), ValueError,
-     "n_members must be an integer >= 1"),
-    ("unknown score", lambda X, y, c, s: RRISESurrogate(c, conformity_score="x").fit(X),
-     ValueError, "conformity_score must be one of"),
+    ("n_members 0", lambda X, y, c, s: RRISESurrogate(c, **{**S, "n_members": 0}).fit(X),
+     ValueError, "n_members must be an integer >= 1"),
+    ("unknown loss", lambda X, y, c, s: RRISESurrogate(c, **S, loss="x").fit(X),
+     ValueError, "loss must be 'soft_ce' or 'js'"),
+    ("calibrating on the training set",
+     lambda X, y, c, s: RRISESurrogate(c, **S).fit(c.training_inputs_), ValueError,
+     "calibration inputs are identical to the smoothed classifier's training inputs"),
     ("verify with another n", lambda X, y, c, s: s.verify(X[:50], n=7), ValueError,
      "differs from the calibration's n_calibration"),
-    ("surrogate of a torch module", lambda X, y, c, s: RRISESurrogate(MLP()), TypeError,
+    ("surrogate of a torch module", lambda X, y, c, s: RRISESurrogate(MLP(), **S), TypeError,
      "wrap the network first"),
-    ("surrogate of an unfitted classifier", lambda X, y, c, s: RRISESurrogate(_new()).fit(X),
+    ("surrogate of an unfitted classifier", lambda X, y, c, s: RRISESurrogate(_new(), **S).fit(X),
      ValueError, "smoothed is not fitted: pass y"),
     # order of calls
     ("certify before fit", lambda X, y, c, s: _new().certify(X[:5]), NotFittedError,
      r"not fitted yet\. Call fit\(X, y\)"),
     ("predict before fit", lambda X, y, c, s: _new().predict(X[:5]), NotFittedError,
      "not fitted yet"),
-    ("conformalize before fit", lambda X, y, c, s: RRISESurrogate(c).conformalize(X[:50]),
+    ("conformalize before fit", lambda X, y, c, s: RRISESurrogate(c, **S).conformalize(X[:50]),
      NotFittedError, r"Call fit\(X\) first"),
     ("certify before calibration",
-     lambda X, y, c, s: RRISESurrogate(c, calibrate=False, n_targets=20, n_augment=0,
+     lambda X, y, c, s: RRISESurrogate(c, **{**S, "n_targets": 20}, calibrate=False, n_augment=0,
                                        max_epochs=1).fit(X[300:400]).verify(X[:50]),
      ValueError, "verify needs a calibrated surrogate"),
     # metrics and pipelines
