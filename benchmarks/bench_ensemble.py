@@ -54,7 +54,7 @@ def main() -> None:
     surs = {}
     for k in (1, 3, 5):
         surs[k] = RRISESurrogate(
-            clf, n_members=k, n_targets=200, n_augment=1, n_calibration=500,
+            clf, n_members=k, n_targets=200, n_augment=1, n_calibration=500, n_refine=None,
             alpha_conf=0.05, max_epochs=3, random_state=0,
         ).fit(X[800:1400])  # fmt: skip
     one, batch = X[1400:1401], X[1400:1797]

@@ -53,8 +53,8 @@ def main() -> None:
     X, y = X[order], y[order]
     clf = SmoothedClassifier(MLP, sigma=0.25, max_epochs=20, random_state=0).fit(X[:800], y[:800])
     sur = RRISESurrogate(
-        clf, alpha_conf=0.05, n_calibration=args.n_calibration, n_targets=2000, n_augment=4,
-        max_epochs=20, random_state=0,
+        clf, alpha_conf=0.05, n_calibration=args.n_calibration, n_refine=None, n_members=1,
+        n_targets=2000, n_augment=4, max_epochs=20, random_state=0,
     ).fit(X[1000:1200], train_inputs=X[800:1000])  # fmt: skip
     pool = X[1200:]
     looks = (len(pool) - args.m_cal) // args.look

@@ -349,6 +349,8 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
                 "calibration_scores": w.array("surrogate_scores", est.calibration_scores_),
                 "calibration_classes": w.array("surrogate_score_classes", est.calibration_classes_),
                 "refined": w.array("surrogate_refined", est.refined_),
+                "first_stage_scores": w.array("surrogate_stage1_scores", est.first_stage_scores_),
+                "first_stage_alpha": float(est.first_stage_alpha_),
                 "prediction_cap": float(est.prediction_cap_),
                 "n_calibration": int(est.n_calibration_),
                 "calibration_samples": int(est.calibration_samples_),
@@ -728,6 +730,9 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est.calibration_scores_ = r.array(fitted["calibration_scores"])
         est.calibration_classes_ = r.array(fitted["calibration_classes"])
         est.refined_ = r.array(fitted["refined"])
+        if "first_stage_scores" in fitted:
+            est.first_stage_scores_ = r.array(fitted["first_stage_scores"]).astype(np.float64)
+            est.first_stage_alpha_ = float(fitted["first_stage_alpha"])
         est.prediction_cap_ = float(fitted["prediction_cap"])
         est.n_calibration_ = int(fitted["n_calibration"])
         est.calibration_samples_ = int(fitted["calibration_samples"])

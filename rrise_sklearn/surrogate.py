@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats as _sps
+from scipy.special import ndtr as _ndtr
 from sklearn.base import ClassifierMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
@@ -396,6 +396,10 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     refined_ : ndarray of int
         Indices (into the last calibration set) of the inputs refined with
         ``n_refine`` more samples; empty without ``n_refine``.
+    first_stage_scores_ : ndarray
+        The calibration scores from the first Monte Carlo stage alone, at
+        level ``first_stage_alpha_`` (equal to ``calibration_scores_`` without
+        ``n_refine``); :meth:`monitor` compares deployment scores with them.
     train_inputs_, train_counts_ : ndarray
         Surrogate training inputs (with noisy copies) and their Monte Carlo
         counts; pass them to another ``fit`` to reuse them.
@@ -411,8 +415,10 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     >>> X, y = make_moons(1200, noise=0.1, random_state=0)
     >>> smoothed = SmoothedClassifier(MLP, sigma=0.25, lr=1e-2, max_epochs=20,
     ...                               module__hidden=32, n=500, random_state=0)
-    >>> sur = RRISESurrogate(smoothed, alpha_conf=0.05, n_augment=1, max_epochs=5,
-    ...                      random_state=0).fit(X, y)
+    >>> # sample sizes lowered so that the example runs in seconds (see the defaults)
+    >>> sur = RRISESurrogate(smoothed, n_targets=500, n_augment=1, n_calibration=2000,
+    ...                      n_refine=20_000, n_members=2, alpha_conf=0.05,
+    ...                      max_epochs=5, random_state=0).fit(X, y)
     >>> prediction, radius = sur.certify(X[:5])
     >>> bool((radius >= 0).all())
     True
@@ -838,6 +844,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         if len(members) > 1:
             self.module_ = MeanLogProbEnsemble(members).to(self.device)
             self.initialize_optimizer()  # a later partial_fit trains the ensemble
+        self.module_.eval()  # certification runs in eval mode (partial_fit switches back)
         timings["training"] = time.perf_counter() - t0
 
         if self.calibrate:
@@ -1101,6 +1108,9 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             X_cal, n_cal, _CALIB, random_state, counts, alpha=alpha_1
         )
         self.refined_ = np.zeros(0, dtype=np.int64)
+        # what monitor() compares deployment scores with: every input scored the same way
+        self.first_stage_scores_ = self._scores(y_hat, y_mc)
+        self.first_stage_alpha_ = float(alpha_1)
         if refine:
             y_mc, self.refined_ = self._refined_bounds(
                 X_cal, top, y_hat, y_mc, k, n_cal, random_state, refine_counts
@@ -1189,7 +1199,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         z = self._calibrated_z(top, self._prediction(h, q)) if self.calibrate else probit(h, q)
         radius = np.where(z > 0, sigma * z, 0.0)
         radius = np.where(np.isfinite(radius), radius, 0.0)
-        p_lower = _sps.norm.cdf(z)
+        p_lower = _ndtr(z)  # the normal CDF (what scipy's norm.cdf evaluates)
         smoothed = self.smoothed_
         return CertificationResult(
             prediction=smoothed._labels(top, radius <= 0),
@@ -1318,12 +1328,15 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     def monitor(self, X: Any, *, level: float = 0.01, reset: bool = False) -> MonitorReport:
         """Anytime-valid drift monitoring: call it after every batch of deployment traffic.
 
-        Scores every input of ``X`` exactly as the calibration scored its
-        inputs (fresh Monte Carlo with ``n_calibration`` samples, independent
-        noise per input and per call) and feeds the scores to MAPIE's online
-        exchangeability test
-        (:class:`mapie.exchangeability_testing.OnlineMartingaleTest`, jumper
-        martingale), seeded with the calibration scores in random order. Under
+        Scores every input of ``X`` exactly as the calibration's first Monte
+        Carlo stage scored its inputs (fresh Monte Carlo with
+        ``n_calibration`` samples, independent noise per input and per call,
+        the same level) and feeds the scores to MAPIE's online exchangeability
+        test (:class:`mapie.exchangeability_testing.OnlineMartingaleTest`,
+        jumper martingale), seeded with those first-stage calibration scores
+        in random order. (With ``n_refine`` the refined scores, which were
+        chosen by rank among the calibration inputs, are not used: a new input
+        cannot be scored that way, and any fixed scoring rule serves the test.) Under
         exchangeability the martingale exceeds ``1 / level`` with probability
         at most ``level`` over the *whole* stream (Ville's inequality), so the
         false-alarm rate stays below ``level`` however many batches are
@@ -1353,28 +1366,24 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         Raises
         ------
         ValueError
-            If the surrogate is not calibrated, was calibrated with
-            ``n_refine`` (a refined calibration ranks its inputs against each
-            other, which a single new input cannot reproduce; use
-            :meth:`verify`, which stays conservative), or ``level`` is not in
-            (0, 1) or differs from the running monitor's.
+            If the surrogate is not calibrated, or ``level`` is not in (0, 1)
+            or differs from the running monitor's.
         """
         self._check_fitted()
         if not self.calibrate:
             raise ValueError("monitor needs a calibrated surrogate (calibrate=True).")
-        if self.n_refine is not None:
+        if not hasattr(self, "first_stage_scores_"):
             raise ValueError(
-                "monitor needs a calibration without n_refine: the refined calibration scores "
-                "were ranked against each other, which new inputs cannot reproduce, so the "
-                "stream would not be exchangeable even without drift. Use verify(X) (one-shot, "
-                "conservative with n_refine) or recalibrate with n_refine=None."
+                "monitor needs the calibration's first-stage scores, which this surrogate does "
+                "not have (a model file of an older version): recalibrate with conformalize."
             )
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1); got level={level!r}.")
         X = self._X(X)
         from ._monitor import ScoreMartingale
 
-        key = hashlib.sha256(np.asarray(self.calibration_scores_).tobytes()).hexdigest()
+        seed_scores = np.asarray(self.first_stage_scores_, dtype=float)
+        key = hashlib.sha256(seed_scores.tobytes()).hexdigest()
         state = getattr(self, "monitor_", None)
         if reset or state is None or state["calibration"] != key:
             rng = np.random.default_rng(self._stream(_MONITOR))
@@ -1385,7 +1394,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 burn_in=0,
                 random_state=int(rng.integers(2**63)),
             )
-            test.feed(rng.permutation(np.asarray(self.calibration_scores_, dtype=float)))
+            test.feed(rng.permutation(seed_scores))
             calls = state["calls"] if state is not None else 0  # streams never repeat
             state = {"calibration": key, "test": test, "calls": calls, "seen": 0,
                      "start": len(test.martingale_value_history)}  # fmt: skip
@@ -1399,7 +1408,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         seed = np.random.SeedSequence(self.root_seed_, spawn_key=(_MONITOR, state["calls"] + 1))
         state["calls"] += 1
         top, y_hat, y_mc, _ = self._calibration_evidence(
-            X, int(self.calibration_samples_), _MONITOR, alpha=self._stage_alpha, seed=seed
+            X, int(self.calibration_samples_), _MONITOR, alpha=self.first_stage_alpha_, seed=seed
         )
         scores = self._scores(y_hat, y_mc)
         test.feed(scores)

@@ -96,9 +96,7 @@ def test_surrogate_round_trip_keeps_ensemble_thresholds_and_verify(fitted, tmp_p
     full = RRISESurrogate.load(save(sur, tmp_path / "full", include_training_data=True))
     np.testing.assert_array_equal(full.train_counts_, sur.train_counts_)
     # with them, a recalibration from the loaded file trains on the same inputs as before
-    np.testing.assert_array_equal(
-        full.smoothed_.training_inputs_, sur.smoothed_.training_inputs_
-    )
+    np.testing.assert_array_equal(full.smoothed_.training_inputs_, sur.smoothed_.training_inputs_)
 
 
 def test_image_pipeline_and_string_labels_round_trip(digits, tmp_path):
