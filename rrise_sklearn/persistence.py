@@ -675,7 +675,10 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est.input_shape_ = tuple(int(s) for s in shape)
         est.n_features_in_ = int(math.prod(est.input_shape_))
     est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
-    est.initialize()
+    try:
+        est.initialize()  # skorch rejects unknown parameters here
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{r.path}: invalid SmoothedClassifier parameters ({exc})") from None
     est.abstain_label = _get(fitted, "abstain_label", r.path)  # the one fit resolved
     try:
         est._set_classes(r.array(_get(fitted, "classes", r.path)))
@@ -710,7 +713,10 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     est.input_shape_ = tuple(int(s) for s in _get(fitted, "input_shape", r.path))
     est.n_features_in_ = int(math.prod(est.input_shape_))
     est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
-    est.initialize()
+    try:
+        est.initialize()  # skorch rejects unknown parameters here (e.g. a removed option)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{r.path}: invalid RRISESurrogate parameters ({exc})") from None
     k = int(fitted.get("ensemble_members", 0))
     if k > 0:
         import copy

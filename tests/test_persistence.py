@@ -205,6 +205,11 @@ TAMPERING = [
         dict(edit_manifest=lambda m: m.update(estimator="Evil")),
         "unknown estimator",
     ),
+    (
+        "unknown parameter (e.g. a removed option)",
+        dict(edit_manifest=lambda m: m["final"]["params"].update(conformity_score="radius")),
+        "invalid SmoothedClassifier parameters.*conformity_score",
+    ),
 ]
 
 
