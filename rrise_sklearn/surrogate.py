@@ -242,9 +242,8 @@ def _fused_mean_log_softmax(layers: list, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(h, dim=2).mean(dim=0)
 
 
-def _row_keys(X: np.ndarray) -> set:
-    rows = np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
-    return {r.tobytes() for r in rows}
+def _rows(X: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
 
 
 def _check_held_out(X_cal: np.ndarray, X_train: np.ndarray, what: str) -> None:
@@ -255,9 +254,8 @@ def _check_held_out(X_cal: np.ndarray, X_train: np.ndarray, what: str) -> None:
     """
     if len(X_cal) == 0 or len(X_train) == 0 or X_cal.shape[1:] != X_train.shape[1:]:
         return
-    train = _row_keys(X_train)
-    rows = np.ascontiguousarray(X_cal, dtype=np.float32).reshape(len(X_cal), -1)
-    n_same = sum(r.tobytes() in train for r in rows)
+    train = {r.tobytes() for r in _rows(X_train)}
+    n_same = sum(r.tobytes() in train for r in _rows(X_cal))
     if n_same == 0:
         return
     msg = (
@@ -794,15 +792,16 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 "calibration_counts needs all of X to calibrate: pass train_inputs (or fit "
                 "the smoothed classifier with SmoothedClassifier.fit, which keeps its inputs)."
             )
+        if kept is not None and train_inputs is not kept:
+            _check_held_out(X, kept, "the smoothed classifier's training inputs")
         if train_inputs is not None:
             what = (
                 "the smoothed classifier's training inputs (the surrogate's too)"
                 if train_inputs is kept
                 else "the surrogate's training inputs"
             )
-            _check_held_out(X, self._X(train_inputs), what)
-        if kept is not None and kept is not train_inputs:
-            _check_held_out(X, kept, "the smoothed classifier's training inputs")
+            train_inputs = self._X(train_inputs)  # validated once, reused below
+            _check_held_out(X, train_inputs, what)
 
         if train_counts is not None:
             if train_inputs is None:

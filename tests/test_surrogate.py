@@ -681,3 +681,19 @@ def test_monitor_raises_the_alarm_on_drift_and_restarts_after_recalibration(line
     assert lowered.any() and set(np.flatnonzero(lowered)) <= set(refined.refined_)
     assert refined.first_stage_alpha_ == refined.alpha_mc_ / 2
     assert refined.monitor(_draw(kl, 10, rng), level=0.05).n_seen == 10
+
+
+def test_calibration_inputs_repeating_training_inputs_warn_or_fail(linear_setup):
+    """A few repeats (natural duplicates) warn with their count; mostly repeats is an error."""
+    kl, _, sur = linear_setup
+    rng = np.random.default_rng(41)
+    X_train, X_cal = _draw(kl, 60, rng), _draw(kl, 100, rng)
+    kw = dict(alpha_conf=0.1, n_augment=0, max_epochs=1, random_state=0, **SMALL)
+    with pytest.warns(UserWarning, match="2 of the 100 calibration inputs are identical"):
+        RRISESurrogate(sur.smoothed, **kw).fit(
+            np.concatenate([X_cal[:98], X_train[:2]]), train_inputs=X_train
+        )
+    with pytest.raises(ValueError, match="60 of the 100 calibration inputs are identical"):
+        RRISESurrogate(sur.smoothed, **kw).fit(
+            np.concatenate([X_cal[:40], X_train]), train_inputs=X_train
+        )
