@@ -353,6 +353,9 @@ def _count_groups(
     counts = torch.zeros(n_inputs * n_classes, dtype=torch.int64, device=device)
     buf = torch.empty((batch_size, *feat), dtype=torch.float32, device=device)
     owner = torch.empty(batch_size, dtype=torch.int64, device=device)
+    # row -> input offset for whole inputs of S samples, made once (not per batch)
+    pattern = torch.arange(batch_size // S + 1, device=device).repeat_interleave(S)
+    ones = torch.ones(batch_size, dtype=torch.int64, device=device)
     fill = 0
 
     def flush() -> None:
@@ -365,7 +368,7 @@ def _count_groups(
         else:
             out = forward(batch.cpu().numpy())
         cls = _to_classes(out, n_classes, fill, device)
-        counts.index_add_(0, owner[:fill] * n_classes + cls, torch.ones_like(cls))
+        counts.index_add_(0, owner[:fill].mul_(n_classes).add_(cls), ones[:fill])
         fill = 0
 
     n_groups = -(-n_inputs // noise_sharing)
@@ -389,9 +392,12 @@ def _count_groups(
                         take = k * s
                         dst = buf[fill : fill + take].view(k, s, *feat)
                         torch.add(xg[i0 : i0 + k].unsqueeze(1), noise.unsqueeze(0), out=dst)
-                        owner[fill : fill + take] = torch.arange(
-                            lo + i0, lo + i0 + k, device=device
-                        ).repeat_interleave(s)
+                        if s == S:
+                            torch.add(pattern[:take], lo + i0, out=owner[fill : fill + take])
+                        else:  # the last, shorter block of each input
+                            owner[fill : fill + take] = torch.arange(
+                                lo + i0, lo + i0 + k, device=device
+                            ).repeat_interleave(s)
                     else:
                         # part of one input's samples (batch boundary inside an input)
                         take = min(s - j0, room)
