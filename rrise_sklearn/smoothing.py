@@ -211,7 +211,10 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         that all of its own ``X`` can calibrate. Not set by ``partial_fit`` nor
         for a pretrained module; ``del clf.training_inputs_`` before pickling
         drops it (:func:`rrise_sklearn.save` leaves it out unless
-        ``include_training_data=True``).
+        ``include_training_data=True``). Kept without a copy when ``X`` is
+        already float32 and C-contiguous (as scikit-learn's neighbors
+        estimators keep theirs): change such an ``X`` in place only after
+        the surrogate is fitted, or pass a copy to ``fit``.
 
     Notes
     -----
