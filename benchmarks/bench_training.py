@@ -13,7 +13,7 @@ and MNIST-5k (``--datasets mnist``; a narrow SmallCNN, 2,000 training / 1,000
 test images; needs the ``mnist`` extra).
 
 Run: ``.venv/bin/python benchmarks/bench_training.py [--datasets digits,mnist]
-[--sigmas 0.25,0.5] [--seeds 0,1,2]``
+[--sigmas 0.25,0.5] [--seeds 0,1,2] [--methods macer --set deferred=3]``
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sklearn.model_selection import train_test_split
 from rrise_sklearn import SmoothedClassifier
 from rrise_sklearn.metrics import average_certified_radius, certified_accuracy
 from rrise_sklearn.nets import MLP, SmallCNN
-from rrise_sklearn.training import OBJECTIVES
+from rrise_sklearn.training import OBJECTIVES, defaults
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -58,16 +58,25 @@ def main() -> None:
     parser.add_argument("--sigmas", default="0.25,0.5")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(OBJECTIVES))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hyperparameter for every method that has it, e.g. deferred=3 (repeatable)",
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--n-certify", type=int, default=300)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
+    overrides = {k: float(v) if "." in v else int(v) for k, v in (a.split("=") for a in args.set)}
     print(
         f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; epochs={args.epochs}, n0=100, n={args.n:,}, "
         f"alpha=0.001, seeds={seeds}, first {args.n_certify} test inputs certified"
+        + (f"; hyperparameters set: {overrides}" if overrides else "")
     )
     for name in args.datasets.split(","):
         X_tr, X_te, y_tr, y_te, net = data(name)
@@ -84,9 +93,11 @@ def main() -> None:
             for method in methods:
                 accs, acrs, times = [], [], []
                 for seed in seeds:
+                    hyper = {f"training__{k}": v for k, v in overrides.items()
+                             if k in defaults(method)}  # fmt: skip
                     clf = SmoothedClassifier(
                         **net, training=method, sigma=sigma, n0=100, n=args.n, alpha=0.001,
-                        max_epochs=args.epochs, batch_size=128, random_state=seed,
+                        max_epochs=args.epochs, batch_size=128, random_state=seed, **hyper,
                     )  # fmt: skip
                     t0 = time.perf_counter()
                     clf.fit(X_tr, y_tr)

@@ -16,7 +16,8 @@ step; everything else (epochs, optimizer, callbacks) stays skorch's.
   ``max(0, gamma - (PhiInv(p_y) - PhiInv(p_2)))`` over the inputs the
   average softmax (at inverse temperature ``beta``) classifies correctly,
   where ``p_y`` and ``p_2`` are the true class's and the best other class's
-  averaged probabilities.
+  averaged probabilities. The hinge is left out for the first ``deferred``
+  epochs (default 0: from the start).
 * ``smoothadv`` (Salman et al. 2019): an L2 PGD attack of ``steps`` steps
   within radius ``epsilon`` against the *soft smoothed* classifier, the
   average softmax over ``m`` noise draws that stay fixed during the attack;
@@ -32,7 +33,7 @@ step; everything else (epochs, optimizer, callbacks) stays skorch's.
 
 The hyperparameters are the estimator's ``training__*`` keyword values.
 Defaults (consistency: m=2, lbd=10, eta=0.5; MACER: k=16, beta=16, gamma=8,
-lbd=12; SmoothAdv: m=2, epsilon=0.5, steps=2; SmoothMix: m=2, steps=4,
+lbd=12, deferred=0; SmoothAdv: m=2, epsilon=0.5, steps=2; SmoothMix: m=2, steps=4,
 step_size=0.5 in units of sigma, eta=5) follow the settings the papers
 report for CIFAR-10 as far as they were recalled when this was written; they
 were not re-checked against the papers, the papers tune several of them per
@@ -53,7 +54,7 @@ __all__ = ["OBJECTIVES", "check_params", "defaults", "smoothed_loss"]
 _DEFAULTS: dict[str, dict[str, float]] = {
     "gaussian": {},
     "consistency": {"m": 2, "lbd": 10.0, "eta": 0.5},
-    "macer": {"k": 16, "beta": 16.0, "gamma": 8.0, "lbd": 12.0},
+    "macer": {"k": 16, "beta": 16.0, "gamma": 8.0, "lbd": 12.0, "deferred": 0},
     "smoothadv": {"m": 2, "epsilon": 0.5, "steps": 2, "warmup": 10},
     "smoothmix": {"m": 2, "steps": 4, "step_size": 0.5, "eta": 5.0},
 }
@@ -103,12 +104,20 @@ def macer_loss(
     beta: float,
     gamma: float,
     lbd: float,
+    deferred: int = 0,
+    epoch: int = 0,
 ) -> torch.Tensor:
-    """MACER: CE of the averaged softmax of ``k`` copies + ``lbd sigma / 2`` times the hinge."""
+    """MACER: CE of the averaged softmax of ``k`` copies + ``lbd sigma / 2`` times the hinge.
+
+    The hinge is left out while ``epoch < deferred`` (epochs count from 0): a
+    network that classifies nothing yet gets cross-entropy only.
+    """
     noise, xs = _copies(x, int(k), sigma)
     z = _logits(f, xs + noise)
     avg = torch.softmax(z, dim=-1).mean(dim=0)
     ce = F.nll_loss(torch.log(avg.clamp_min(1e-12)), y)
+    if epoch < int(deferred):
+        return ce
     return ce + lbd * sigma / 2 * macer_hinge(z, y, beta=beta, gamma=gamma)
 
 
@@ -264,9 +273,10 @@ def check_params(objective: Any, params: dict) -> dict:
         )
     kw = {**_DEFAULTS[objective], **params}
     for key, val in kw.items():
-        if key in ("m", "k"):  # noise copies: at least one
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"training__{key} must be an integer >= 1; got {val!r}.")
+        if key in ("m", "k", "deferred"):  # noise copies: at least one; epochs: any
+            low = 0 if key == "deferred" else 1
+            if isinstance(val, bool) or not isinstance(val, int) or val < low:
+                raise ValueError(f"training__{key} must be an integer >= {low}; got {val!r}.")
         elif isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0:
             raise ValueError(f"training__{key} must be a number >= 0; got {val!r}.")
     return kw
@@ -299,7 +309,7 @@ def smoothed_loss(
     if objective == "consistency":
         return consistency_loss(f, x, y, sigma, **kw)
     if objective == "macer":
-        return macer_loss(f, x, y, sigma, **kw)
+        return macer_loss(f, x, y, sigma, epoch=epoch, **kw)
     if objective == "smoothadv":
         return smoothadv_loss(f, x, y, sigma, epoch=epoch, **kw)
     return smoothmix_loss(f, x, y, sigma, **kw)

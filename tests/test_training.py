@@ -57,6 +57,24 @@ def test_macer_hinge_counts_only_correctly_classified_inputs():
     assert float(all_wrong) == 0.0
 
 
+def test_macer_defers_the_hinge_for_the_first_epochs():
+    torch.manual_seed(1)
+    f = torch.nn.Linear(4, 3)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    kw = dict(k=4, beta=16.0, gamma=8.0, lbd=12.0)
+
+    def loss(**extra):
+        torch.manual_seed(0)  # the same noise copies for every call
+        return T.macer_loss(f, x, y, 0.5, **{**kw, **extra})
+
+    ce_only, full = loss(lbd=0.0), loss()
+    assert full > ce_only  # the hinge is active on this batch
+    torch.testing.assert_close(loss(deferred=3, epoch=2), ce_only)
+    torch.testing.assert_close(loss(deferred=3, epoch=3), full)
+    with pytest.raises(ValueError, match="training__deferred must be an integer >= 0"):
+        T.check_params("macer", {"deferred": 1.5})
+
+
 def test_smoothadv_stays_in_the_ball_and_raises_the_smoothed_loss():
     torch.manual_seed(1)
     f = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
