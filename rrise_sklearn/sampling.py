@@ -353,8 +353,7 @@ def _count_groups(
     counts = torch.zeros(n_inputs * n_classes, dtype=torch.int64, device=device)
     buf = torch.empty((batch_size, *feat), dtype=torch.float32, device=device)
     owner = torch.empty(batch_size, dtype=torch.int64, device=device)
-    # row -> input offset for whole inputs of S samples, made once (not per batch)
-    pattern = torch.arange(batch_size // S + 1, device=device).repeat_interleave(S)
+    row_ids = torch.arange(batch_size, device=device)  # made once; whole inputs: row r -> r // s
     ones = torch.ones(batch_size, dtype=torch.int64, device=device)
     fill = 0
 
@@ -392,12 +391,8 @@ def _count_groups(
                         take = k * s
                         dst = buf[fill : fill + take].view(k, s, *feat)
                         torch.add(xg[i0 : i0 + k].unsqueeze(1), noise.unsqueeze(0), out=dst)
-                        if s == S:
-                            torch.add(pattern[:take], lo + i0, out=owner[fill : fill + take])
-                        else:  # the last, shorter block of each input
-                            owner[fill : fill + take] = torch.arange(
-                                lo + i0, lo + i0 + k, device=device
-                            ).repeat_interleave(s)
+                        dst_owner = owner[fill : fill + take]
+                        torch.floor_divide(row_ids[:take], s, out=dst_owner).add_(lo + i0)
                     else:
                         # part of one input's samples (batch boundary inside an input)
                         take = min(s - j0, room)
