@@ -29,12 +29,14 @@ sizes are lowered to fit a 2-core CPU (printed in the header; not the
 defaults) and the reference has 20,000 samples.
 
 Run: ``.venv/bin/python benchmarks/bench_rrise_defaults.py [--sigmas 0.25 0.5] [--seeds 0 1 2]
-[--dataset digits|mnist]`` (``--quick`` for a smoke run with small sample sizes)
+[--dataset digits|mnist] [--set NAME=VALUE ...]`` (``--quick`` for a smoke run with small sample
+sizes; ``--set`` changes a surrogate parameter for every row)
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import platform
 import time
@@ -94,6 +96,21 @@ def clearly_wrong(res, ref_counts, classes, sigma: float, level: float = 0.9995)
     top_sure = sps.beta.ppf(1 - level, k_top, n_ref - k_top + 1) > 0.5
     other = (res.prediction != classes[top]) & top_sure
     return int((pos & (other | (res.radius > r_up))).sum())
+
+
+def _calibration_samples(sur: RRISESurrogate) -> int:
+    """Monte Carlo samples the calibration drew (every stage each input reached)."""
+    cum = np.cumsum([sur.calibration_samples_, *sur._refine_stages()])
+    return int(cum[sur.refine_levels_].sum())
+
+
+def _stage_use(sur: RRISESurrogate) -> str:
+    cum = np.cumsum([sur.calibration_samples_, *sur._refine_stages()])
+    reached = [int((sur.refine_levels_ >= j).sum()) for j in range(len(cum))]
+    parts = ", ".join(
+        f"{r} inputs reached {c:,} samples" for r, c in zip(reached, cum, strict=True)
+    )
+    return f"{parts}; {_calibration_samples(sur) / 1e6:.1f} M samples in all"
 
 
 def _row(name: str, acc: np.ndarray, acr: float, extra: str) -> str:
@@ -177,6 +194,7 @@ def bench_sigma(
             f"break-even {fixed / (t_mc - t_q):.0f} queries",
             flush=True,
         )
+        print(f"{'':26s}calibration: {_stage_use(sur)}", flush=True)
         first = first or sur
     js = RRISESurrogate(
         clf, loss="js", calibrate=False, random_state=seeds[0], **{**overrides, "n_members": 1}
@@ -195,11 +213,7 @@ def bench_sigma(
     )
     # the Monte Carlo forward passes of the one-time work, new defaults against old ones
     p = first.get_params()
-    new = (
-        len(X_base) * (1 + p["n_augment"]) * p["n_targets"]
-        + len(X_held) * p["n_calibration"]
-        + (math.ceil(p["refine_size"] * len(X_held)) * p["n_refine"] if p["n_refine"] else 0)
-    )
+    new = len(X_base) * (1 + p["n_augment"]) * p["n_targets"] + _calibration_samples(first)
     n_cal_old = math.ceil(0.25 * len(X_held))  # sklearn's split of calibration_size=0.25
     old = (len(X_held) - n_cal_old) * 33 * n + n_cal_old * n
     print(
@@ -217,6 +231,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="small sample sizes (smoke run)")
     ap.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a surrogate parameter (Python literal) for every row, e.g. n_calibration=100000",
+    )  # fmt: skip
     args = ap.parse_args()
     overrides = {}
     if args.dataset == "mnist":  # lowered to fit 2 CPU cores: not the defaults
@@ -225,6 +243,11 @@ def main() -> None:
     if args.quick:
         overrides = dict(n_targets=200, n_augment=2, n_calibration=2_000, n_refine=10_000,
                          n_members=2, max_epochs=5)  # fmt: skip
+    for item in args.set:
+        name, _, value = item.partition("=")
+        overrides[name] = ast.literal_eval(value)
+    if args.set:
+        print(f"surrogate settings set for every row (not the defaults): {overrides}")
     print(
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}"

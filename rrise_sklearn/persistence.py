@@ -349,6 +349,7 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
                 "calibration_scores": w.array("surrogate_scores", est.calibration_scores_),
                 "calibration_classes": w.array("surrogate_score_classes", est.calibration_classes_),
                 "refined": w.array("surrogate_refined", est.refined_),
+                "refine_levels": w.array("surrogate_refine_levels", est.refine_levels_),
                 "first_stage_scores": w.array("surrogate_stage1_scores", est.first_stage_scores_),
                 "first_stage_alpha": float(est.first_stage_alpha_),
                 "prediction_cap": float(est.prediction_cap_),
@@ -736,6 +737,11 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est.calibration_scores_ = r.array(fitted["calibration_scores"])
         est.calibration_classes_ = r.array(fitted["calibration_classes"])
         est.refined_ = r.array(fitted["refined"])
+        if "refine_levels" in fitted:
+            est.refine_levels_ = r.array(fitted["refine_levels"])
+        else:  # files from before the multi-stage refinement: one refinement stage at most
+            est.refine_levels_ = np.zeros(len(est.calibration_scores_), dtype=np.int64)
+            est.refine_levels_[est.refined_] = 1
         if "first_stage_scores" in fitted:
             est.first_stage_scores_ = r.array(fitted["first_stage_scores"]).astype(np.float64)
             est.first_stage_alpha_ = float(fitted["first_stage_alpha"])

@@ -242,6 +242,10 @@ def _fused_mean_log_softmax(layers: list, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(h, dim=2).mean(dim=0)
 
 
+def _is_count(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+
+
 def _rows(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
 
@@ -307,28 +311,30 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         against 0.48 with 8).
     augment_scale : float, default=1.0
         Noise of the copies, as a multiple of the smoothing ``sigma``.
-    n_calibration : int or None, default=100_000
-        Monte Carlo samples per calibration input (``None``: the smoothed
-        classifier's ``n``). It sets the ceiling of the radii
-        (:attr:`prediction_cap_`) and the slack of each calibration bound, so
-        it is larger than a Monte Carlo certificate's ``n``: it is paid once.
-    n_refine : int or None, default=1_000_000
-        A second Monte Carlo stage at calibration (``None`` turns it off): the
-        ``refine_size`` share of calibration inputs with the largest scores
-        (those that set the threshold) get ``n_refine`` more samples, and each
-        input's bound is the larger of its first-stage bound and the bound
-        from all its samples, each at ``alpha_mc / 2`` (so ``alpha_mc`` still
-        bounds the Monte Carlo error). Only the scores near the threshold are
-        tightened, at a fraction of the cost of ``n_calibration + n_refine``
-        samples for every input; the guarantee is unchanged (the threshold can
-        only be larger than had every input been refined, which is a valid
-        split-conformal threshold). The radius ceiling stays that of
-        ``n_calibration``.
-    refine_size : float or int, default=0.05
-        With ``n_refine``: the share (float in (0, 1]) or number (int) of
-        calibration inputs refined; with ``mondrian=True`` per predicted class.
-        At ``alpha_conf=0.01`` the threshold is about the 1 % largest score, so
-        the top 5 % leave room for the reordering that refinement causes.
+    n_calibration : int or None, default=20_000
+        Monte Carlo samples of every calibration input in the first stage
+        (``None``: the smoothed classifier's ``n``). It sets the ceiling of
+        the radii (:attr:`prediction_cap_`, at ``alpha_mc`` divided by the
+        number of stages): with the defaults ``3.35 sigma``, above the
+        ``3.2 sigma`` of Monte Carlo CERTIFY at ``n=10_000, alpha=0.001``.
+    n_refine : int, list of int or None, default=(200_000, 1_000_000)
+        Later Monte Carlo stages at calibration (``None``: one stage), drawn
+        only where the threshold needs them: while some input whose score is
+        at or above the threshold has not had every stage, it gets the next
+        one (``n_refine[j]`` fresh samples), and the threshold is recomputed.
+        Each input's bound is the largest of its stages' Clopper-Pearson
+        bounds (each from all its samples so far, at ``alpha_mc`` divided by
+        the number of stages, so ``alpha_mc`` still bounds the Monte Carlo
+        error). The threshold comes out equal to the one of drawing every
+        stage for every input, at a fraction of the cost: on digits, a few
+        percent of the calibration inputs reach the last stage. The radius
+        ceiling stays that of ``n_calibration``.
+    refine_size : float, int or None, default=None
+        Also give the second stage, in the first round, to this share (float
+        in (0, 1]) or number (int) of the calibration inputs with the largest
+        first-stage scores (per predicted class with ``mondrian=True``).
+        ``None``: only the inputs the threshold needs. Changes the cost, not
+        the threshold (up to the Monte Carlo draws).
     alpha_conf : float, default=0.01
         Conformal miscoverage level.
     alpha_mc : float, default=None
@@ -389,11 +395,14 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         Conformity scores of the calibration set.
     prediction_cap_ : float
         Largest score-scale value a Monte Carlo lower bound with
-        ``n_calibration`` samples can reach (at ``alpha_mc``, or ``alpha_mc / 2``
-        with ``n_refine``); predictions are capped there.
+        ``n_calibration`` samples can reach (at ``alpha_mc`` divided by the
+        number of stages); predictions are capped there.
     refined_ : ndarray of int
-        Indices (into the last calibration set) of the inputs refined with
-        ``n_refine`` more samples; empty without ``n_refine``.
+        Indices (into the last calibration set) of the inputs that had at
+        least one later stage; empty without ``n_refine``.
+    refine_levels_ : ndarray of int
+        For each calibration input, how many later stages it had (0 to
+        ``len(n_refine)``).
     first_stage_scores_ : ndarray
         The calibration scores from the first Monte Carlo stage alone, at
         level ``first_stage_alpha_`` (equal to ``calibration_scores_`` without
@@ -430,9 +439,9 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         n_targets: int | None = 2000,
         n_augment: int = 32,
         augment_scale: float = 1.0,
-        n_calibration: int | None = 100_000,
-        n_refine: int | None = 1_000_000,
-        refine_size: float | int = 0.05,
+        n_calibration: int | None = 20_000,
+        n_refine: int | tuple | list | None = (200_000, 1_000_000),
+        refine_size: float | int | None = None,
         alpha_conf: float = 0.01,
         alpha_mc: float | None = None,
         calibration_size: float | int = 0.25,
@@ -534,18 +543,30 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         """Check the surrogate's own parameters (skorch checks its own at initialize)."""
         if self.loss not in ("soft_ce", "js"):
             raise ValueError(f"loss must be 'soft_ce' or 'js'; got {self.loss!r}.")
-        for name in ("n_targets", "n_calibration", "n_refine"):
+        for name in ("n_targets", "n_calibration"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
+            if v is not None and (not _is_count(v)):
                 raise ValueError(f"{name} must be None or an integer >= 1; got {v!r}.")
-        r = self.refine_size
-        if isinstance(r, bool) or not (
-            (isinstance(r, (int, np.integer)) and r >= 1)
-            or (isinstance(r, (float, np.floating)) and 0 < r <= 1)
+        v = self.n_refine
+        if v is not None and not (
+            _is_count(v)
+            or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_count(e) for e in v))
         ):
             raise ValueError(
-                "refine_size must be a share in (0, 1] (float) or a number of inputs >= 1 "
-                f"(int); got {r!r}."
+                "n_refine must be None, an integer >= 1 (one refinement stage) or a non-empty "
+                f"list of integers >= 1 (the extra samples of each stage); got {v!r}."
+            )
+        r = self.refine_size
+        if r is not None and (
+            isinstance(r, bool)
+            or not (
+                (isinstance(r, (int, np.integer)) and r >= 1)
+                or (isinstance(r, (float, np.floating)) and 0 < r <= 1)
+            )
+        ):
+            raise ValueError(
+                "refine_size must be None, a share in (0, 1] (float) or a number of inputs "
+                f">= 1 (int); got {r!r}."
             )
         for name in ("calibration_size", "smoothed_size"):
             v = getattr(self, name)
@@ -963,10 +984,17 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             return self._stream(tag)
         return np.random.SeedSequence(resolve_seed(random_state), spawn_key=(tag,))
 
+    def _refine_stages(self) -> list[int]:
+        """Extra samples of each refinement stage (empty without ``n_refine``)."""
+        r = self.n_refine
+        if r is None:
+            return []
+        return [int(r)] if _is_count(r) else [int(e) for e in r]
+
     @property
     def _stage_alpha(self) -> float:
-        """Level of each calibration bound: ``alpha_mc``, halved with a second stage."""
-        return self.alpha_mc_ / 2 if self.n_refine is not None else self.alpha_mc_
+        """Level of each calibration bound: ``alpha_mc`` split over the stages (union bound)."""
+        return self.alpha_mc_ / (1 + len(self._refine_stages()))
 
     def _check_streams(self, random_state: Any, counts: Any, refine_counts: Any) -> None:
         """No two Monte Carlo inputs of one calibration may share noise (nor the targets')."""
@@ -995,52 +1023,84 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         random_state: Any,
         refine_counts: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Second calibration stage: tighter bounds for the inputs with the largest scores.
+        """Later calibration stages: more samples only where the threshold needs them.
 
-        The chosen inputs (``refine_size`` of them, per predicted class with
-        Mondrian) get ``n_refine`` fresh samples; their bound becomes the larger
-        of the first-stage bound and the bound from all ``n_cal + n_refine``
-        samples, both at ``alpha_mc / 2`` like the first-stage bounds of the
-        others. Had every input been refined, every bound would hold with
-        probability ``1 - alpha_mc`` (union bound) and the scores would be
-        exchangeable; refining only some leaves the other scores at least as
-        large, so the threshold can only grow: the guarantee is kept whatever the
-        choice of inputs.
+        Repeats until nothing changes: compute the threshold from the current
+        scores; every input whose score is at or above it and that has not had
+        every stage gets the next stage (``n_refine[j]`` fresh samples; with
+        ``refine_size``, the first round also takes that many of the largest
+        first-stage scores). An input's bound is the largest of its stages'
+        Clopper-Pearson bounds, each from all its samples so far at
+        ``alpha_mc / n_stages``.
 
-        Returns the bounds and the indices of the refined inputs.
+        Why this is valid and loses nothing: had every input had every stage,
+        every bound would hold with probability ``1 - alpha_mc`` (union bound)
+        and the scores would be exchangeable. An input with fewer stages has a
+        score at least as large, so the threshold is never below that of full
+        refinement; and when the loop stops, the threshold and every score above
+        it come from inputs with every stage while all others lie below, so the
+        threshold *equals* that of full refinement (for these draws). Each
+        promotion draws noise from a stream of its own (stage, round).
+
+        Returns the bounds and the indices of the inputs refined at least once.
         """
         m = len(X)
-        scores = self._scores(y_hat, y_mc)
+        extras = self._refine_stages()
+        alpha_s = self._stage_alpha
+        cum = np.cumsum([n_cal, *extras])  # samples after each stage
         groups = (
             [np.arange(m)]
             if not self.mondrian
             else [np.flatnonzero(top == c) for c in range(len(self.classes_))]
         )
-        chosen = []
-        for g in groups:
-            if len(g) == 0:
-                continue
-            r = self.refine_size
-            size = min(
-                len(g), int(r) if isinstance(r, (int, np.integer)) else int(np.ceil(r * len(g)))
-            )
-            chosen.append(g[np.argsort(-scores[g], kind="stable")[:size]])
-        idx = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-        n_ref = int(self.n_refine)
+        given = None
         if refine_counts is not None:
-            extra = self._counts_of(
-                X, n_ref, None, refine_counts, name=f"refine_counts (n_refine={n_ref})"
-            )[idx]
-        else:
-            extra = self._counts_of(
-                X[idx], n_ref, self._seed_for(_REFINE, random_state), purpose="refine"
+            given = self._counts_of(
+                X, extras[0], None, refine_counts, name=f"refine_counts (n_refine={extras[0]})"
             )
-        pooled = self._mc_bound(
-            k[idx] + extra[np.arange(len(idx)), top[idx]], n_cal + n_ref, self.alpha_mc_ / 2
-        )
+        base = self._seed_for(_REFINE, random_state)
+        level = np.zeros(m, dtype=np.int64)  # stages after the first each input has had
+        k = np.asarray(k, dtype=np.int64).copy()
         y_mc = y_mc.copy()
-        y_mc[idx] = np.maximum(y_mc[idx], pooled)
-        return y_mc, idx
+        rnd = 0
+        while True:
+            scores = self._scores(y_hat, y_mc)
+            promote = np.zeros(m, dtype=bool)
+            for g in groups:
+                if len(g) == 0:
+                    continue
+                if rnd == 0 and self.refine_size is not None:
+                    r = self.refine_size
+                    size = min(
+                        len(g),
+                        int(r) if isinstance(r, (int, np.integer)) else int(np.ceil(r * len(g))),
+                    )
+                    promote[g[np.argsort(-scores[g], kind="stable")[:size]]] = True
+                try:
+                    tau = conformal_threshold(scores[g], self.alpha_conf, self.pac_delta)
+                except ValueError:
+                    continue  # too few points (Mondrian class): no certificates to tighten
+                promote[g[scores[g] >= tau]] = True
+            promote &= level < len(extras)
+            if not promote.any():
+                break
+            for j in np.unique(level[promote]):
+                sel = np.flatnonzero(promote & (level == j))
+                if given is not None:
+                    extra = given[sel]
+                else:
+                    seed = np.random.SeedSequence(
+                        base.entropy, spawn_key=(*base.spawn_key, int(j), rnd)
+                    )
+                    where = os.path.join("refine", f"stage{int(j) + 2}-round{rnd}")
+                    extra = self._counts_of(X[sel], extras[j], seed, purpose=where)
+                k[sel] += extra[np.arange(len(sel)), top[sel]]
+                pooled = self._mc_bound(k[sel], int(cum[j + 1]), alpha_s)
+                y_mc[sel] = np.maximum(y_mc[sel], pooled)
+                level[sel] = j + 1
+            rnd += 1
+        self.refine_levels_ = level
+        return y_mc, np.flatnonzero(level > 0)
 
     def conformalize(
         self,
@@ -1099,14 +1159,20 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         refine = self.n_refine is not None
         if refine_counts is not None and not refine:
             raise ValueError("refine_counts needs n_refine (the samples per refined input).")
+        if refine_counts is not None and len(self._refine_stages()) > 1:
+            raise ValueError(
+                "refine_counts needs a single refinement stage (an integer n_refine); with "
+                f"n_refine={self.n_refine!r} the later stages are drawn where they are needed."
+            )
         self._check_streams(random_state, counts, refine_counts)
-        alpha_1 = self._stage_alpha  # alpha_mc / 2 per stage with refinement (union bound)
+        alpha_1 = self._stage_alpha  # alpha_mc split over the stages (union bound)
         t = np.log(alpha_1) / n_cal
         self.prediction_cap_ = float(self._score_scale(np.exp(t), -np.expm1(t)))
         top, y_hat, y_mc, k = self._calibration_evidence(
             X_cal, n_cal, _CALIB, random_state, counts, alpha=alpha_1
         )
         self.refined_ = np.zeros(0, dtype=np.int64)
+        self.refine_levels_ = np.zeros(len(X_cal), dtype=np.int64)
         # what monitor() compares deployment scores with: every input scored the same way
         self.first_stage_scores_ = self._scores(y_hat, y_mc)
         self.first_stage_alpha_ = float(alpha_1)
@@ -1301,13 +1367,13 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         top, y_hat, y_mc, k = self._calibration_evidence(
             X, n_cal, _VERIFY, random_state, alpha=alpha_1
         )
-        if self.n_refine is not None:
-            seed = self._seed_for(_VERIFY_REFINE, random_state)
-            extra = self._counts_of(X, int(self.n_refine), seed)
-            pooled = self._mc_bound(
-                k + extra[np.arange(len(X)), top], n_cal + int(self.n_refine), alpha_1
-            )
-            y_mc = np.maximum(y_mc, pooled)
+        base = self._seed_for(_VERIFY_REFINE, random_state)
+        n_tot, k = n_cal, np.asarray(k, dtype=np.int64)
+        for j, n_extra in enumerate(self._refine_stages()):  # every stage, for every input
+            seed = np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, j))
+            extra = self._counts_of(X, n_extra, seed)
+            k, n_tot = k + extra[np.arange(len(X)), top], n_tot + n_extra
+            y_mc = np.maximum(y_mc, self._mc_bound(k, n_tot, alpha_1))
         exceed = self._scores(y_hat, y_mc) > self._threshold_for(top)
         certified = self._calibrated_z(top, y_hat) > 0  # the deployed certificates
         n_exceed, m = int(exceed.sum()), len(X)
