@@ -10,9 +10,11 @@ from scipy import stats as sps
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import EpochTimer
 
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier
 from rrise_sklearn.calibration import conformal_threshold, probit
+from rrise_sklearn.callbacks import EpochProgress
 from rrise_sklearn.nets import MLP
 
 # the settings these tests were written for (the defaults before the recipe became the default):
@@ -750,3 +752,53 @@ def test_calibration_inputs_repeating_training_inputs_warn_or_fail(linear_setup)
         RRISESurrogate(sur.smoothed, **kw).fit(
             np.concatenate([X_cal[:40], X_train]), train_inputs=X_train
         )
+
+
+def test_members_trained_together_get_the_updates_they_would_alone(linear_setup):
+    """The batched training of an MLP ensemble: each member's final weights equal those of
+    a plain torch loop that trains that member alone (same initialization, same per-epoch
+    orders from its seed, its own Adam); settings it cannot reproduce take skorch's loop."""
+    kl, _, sur = linear_setup
+    smoothed = SmoothedClassifier(
+        MLP, sigma=0.5, module__hidden=8, max_epochs=1, lr=1e-2, random_state=0
+    ).fit(_draw(kl, 200, np.random.default_rng(1)), np.arange(200) % 2)
+    X = _draw(kl, 150, np.random.default_rng(2)).astype(np.float32)
+    T = np.random.default_rng(3).dirichlet([1.0, 1.0], size=150).astype(np.float32)
+    kw = dict(n_members=3, max_epochs=2, batch_size=64, lr=1e-2, random_state=0)
+    est = RRISESurrogate(smoothed, **kw)
+    est._prepare(np.zeros((1, X.shape[1]), np.float32))
+    seeds = np.array([11, 12, 13], dtype=np.uint32)
+    members = est._fit_stacked(X, T, seeds, {})
+    assert members is not None and len(members) == 3
+    with_bar = RRISESurrogate(smoothed, **kw, callbacks=[("bar", EpochProgress("surrogate"))])
+    with_bar._prepare(np.zeros((1, X.shape[1]), np.float32))
+    same = with_bar._fit_stacked(X, T, seeds, {})  # a progress bar keeps the batched path
+    for a, b in zip(members, same, strict=True):
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+    for j, seed in enumerate(seeds):
+        net = copy.deepcopy(smoothed.module_)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        gen = torch.Generator().manual_seed(int(seed))
+        for _ in range(2):
+            order = torch.randperm(150, generator=gen)
+            for i in range(0, 150, 64):
+                idx = order[i : i + 64]
+                loss = torch.nn.functional.cross_entropy(
+                    net(torch.as_tensor(X[idx])), torch.as_tensor(T[idx])
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        for a, b in zip(net.parameters(), members[j].parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(members[0].net[0].weight, members[1].net[0].weight)
+    for change in (
+        {"verbose": 1},
+        {"optimizer": torch.optim.LBFGS},
+        {"module": MLP, "module__dropout": 0.2},
+        {"callbacks": [("progress", EpochProgress("surrogate")), ("timer", EpochTimer())]},
+    ):
+        other = RRISESurrogate(smoothed, **kw, **change)
+        other._prepare(np.zeros((1, X.shape[1]), np.float32))
+        assert other._fit_stacked(X, T, seeds, {}) is None
