@@ -989,7 +989,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * idx.shape[1]
+                total += float(loss.detach()) * idx.shape[1]
             for bar in bars:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / (k * N):.4f}")  # members' mean train loss

@@ -754,6 +754,7 @@ def test_calibration_inputs_repeating_training_inputs_warn_or_fail(linear_setup)
         )
 
 
+@pytest.mark.filterwarnings("error")
 def test_members_trained_together_get_the_updates_they_would_alone(linear_setup):
     """The batched training of an MLP ensemble: each member's final weights equal those of
     a plain torch loop that trains that member alone (same initialization, same per-epoch
