@@ -392,7 +392,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         ensemble (:class:`MeanLogProbEnsemble`, one batched pass for MLP
         members), calibrated as one network, so the guarantee is unchanged.
         MLP members under the default training loop train together as one
-        batched network (each with its own order and optimizer state; 2.9x
+        batched network (each with its own order and optimizer state; 2.8x
         faster than one skorch fit per member for 5 members on digits);
         others train one after the other. On digits, 5 networks gave a
         mean gap to Monte Carlo of 1.7 points at sigma = 0.25 and 2.0 at 0.5
