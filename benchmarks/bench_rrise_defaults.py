@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 import platform
 import time
@@ -132,6 +133,54 @@ def _stage_use(sur: RRISESurrogate) -> str:
     return f"{parts}; {_calibration_samples(sur) / 1e6:.1f} M samples in all"
 
 
+def _cap_diagnostic(
+    sur: RRISESurrogate, X_held, X_test, y_test, ref, classes, sigma: float, acc_mc
+) -> str:
+    """Where the threshold meets the prediction cap (no extra Monte Carlo; a what-if only).
+
+    The calibrated radius of an input is ``sigma * (min(prediction, cap) - tau)``, so no
+    certificate exceeds ``sigma * (cap - tau)``. Printed: that ceiling, how many
+    calibration inputs are predicted at the cap and the threshold each group (at the cap
+    / below it) would get on its own (a Mondrian split by that fixed function of ``x``),
+    and the test figures of certifying with those two thresholds instead. The what-if is
+    not what the library does; it shows what a cap-aware calibration could gain.
+    """
+    from rrise_sklearn.calibration import conformal_threshold
+
+    if np.ndim(sur.threshold_) or sur.pac_delta is not None:
+        return "(not computed: one threshold per class, or pac_delta)"
+    cap, tau = sur.prediction_cap_, float(sur.threshold_)
+    _, h, q = sur._top(X_held)
+    at_cap = sur._prediction(h, q) >= cap
+    s = sur.calibration_scores_
+    taus = []
+    for sel in (at_cap, ~at_cap):
+        try:
+            taus.append(conformal_threshold(s[sel], sur.alpha_conf))
+        except ValueError:
+            taus.append(np.inf)
+    top, h_t, q_t = sur._top(X_test)
+    y_hat = sur._prediction(h_t, q_t)
+    t_cap = y_hat >= cap
+    z = y_hat - np.where(t_cap, taus[0], taus[1])
+    radius = np.where(z > 0, sigma * z, 0.0)
+    res = dataclasses.replace(
+        sur.certify(X_test), radius=radius, prediction=sur.smoothed_._labels(top, radius <= 0)
+    )
+    acc = certified_accuracy(y_test, res.prediction, radius, RADII)
+    wrong, pos = wrong_rate(res, ref, classes, sigma)
+    clear = clearly_wrong(res, ref, classes, sigma)
+    return (
+        f"radius ceiling sigma*(cap - tau) = {sigma * (cap - tau):.3f} (cap {cap:.3f}, tau "
+        f"{tau:.3f}); calibration inputs at the cap {int(at_cap.sum())}/{len(s)}, own "
+        f"threshold {taus[0]:.3f}, the others' {taus[1]:.3f}; test inputs at the cap "
+        f"{int(t_cap.sum())}/{len(X_test)}; what-if (one threshold per group): "
+        + " ".join(f"{100 * a:.1f}" for a in acc)
+        + f" % (mean gap r<=0.75 {np.mean(100 * (acc_mc[:4] - acc[:4])):.2f} pts), wrong "
+        f"{wrong}/{pos}, beyond the reference's upper bound {clear}/{pos}"
+    )
+
+
 def _row(name: str, acc: np.ndarray, acr: float, extra: str) -> str:
     return f"{name:26s}" + "".join(f"{100 * a:8.1f}" for a in acc) + f"{acr:8.3f}  {extra}"
 
@@ -215,6 +264,8 @@ def bench_sigma(
             flush=True,
         )
         print(f"{'':26s}calibration: {_stage_use(sur)}", flush=True)
+        diag = _cap_diagnostic(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
+        print(f"{'':26s}cap: {diag}", flush=True)
         first = first or sur
     js = RRISESurrogate(
         clf, loss="js", calibrate=False, random_state=seeds[0], **{**overrides, "n_members": 1}
