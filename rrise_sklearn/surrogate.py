@@ -343,10 +343,14 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         Noise of the copies, as a multiple of the smoothing ``sigma``.
     n_calibration : int or None, default=20_000
         Monte Carlo samples of every calibration input in the first stage
-        (``None``: the smoothed classifier's ``n``). It sets the ceiling of
-        the radii (:attr:`prediction_cap_`, at ``alpha_mc`` divided by the
-        number of stages): with the defaults ``3.35 sigma``, above the
-        ``3.2 sigma`` of Monte Carlo CERTIFY at ``n=10_000, alpha=0.001``.
+        (``None``: the smoothed classifier's ``n``). It sets the cap of the
+        predictions (:attr:`prediction_cap_`, at ``alpha_mc`` divided by the
+        number of stages; ``3.35`` with the defaults), and no radius exceeds
+        ``sigma * (prediction_cap_ - threshold_)``: on digits ``3.18 sigma``
+        (threshold 0.17), just under the ``3.2 sigma`` of Monte Carlo CERTIFY
+        at ``n=10_000, alpha=0.001``; on MNIST-5k at sigma 0.25, ``2.74
+        sigma`` (threshold 0.61), so no certificate reaches ``r = 0.75``
+        there. A larger ``n_calibration`` raises the cap.
     n_refine : int, list of int or None, default=(200_000, 1_000_000)
         Later Monte Carlo stages at calibration (``None``: one stage), drawn
         only where the threshold needs them: while some input whose score is
@@ -357,8 +361,8 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         the number of stages, so ``alpha_mc`` still bounds the Monte Carlo
         error). The threshold comes out equal to the one of drawing every
         stage for every input, at a fraction of the cost: on digits, a few
-        percent of the calibration inputs reach the last stage. The radius
-        ceiling stays that of ``n_calibration``.
+        percent of the calibration inputs reach the last stage. The cap of
+        the predictions stays that of ``n_calibration``.
     refine_size : float, int or None, default=None
         Also give the second stage, in the first round, to this share (float
         in (0, 1]) or number (int) of the calibration inputs with the largest
@@ -429,7 +433,8 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     prediction_cap_ : float
         Largest score-scale value a Monte Carlo lower bound with
         ``n_calibration`` samples can reach (at ``alpha_mc`` divided by the
-        number of stages); predictions are capped there.
+        number of stages); predictions are capped there, so no radius
+        exceeds ``sigma * (prediction_cap_ - threshold_)``.
     refined_ : ndarray of int
         Indices (into the last calibration set) of the inputs that had at
         least one later stage; empty without ``n_refine``.
