@@ -147,6 +147,14 @@ def _cap_diagnostic(
     """
     from rrise_sklearn.calibration import conformal_threshold
 
+    if getattr(sur, "threshold_groups_", None) == "cap":
+        _, h_t, q_t = sur._top(X_test)
+        n_cap = int((sur._prediction(h_t, q_t) >= sur.prediction_cap_).sum())
+        return (
+            f"radius ceiling sigma*(cap - tau at the cap) = "
+            f"{sigma * (sur.prediction_cap_ - sur.threshold_[0]):.3f} (cap "
+            f"{sur.prediction_cap_:.3f}); test inputs at the cap {n_cap}/{len(X_test)}"
+        )
     if np.ndim(sur.threshold_) or sur.pac_delta is not None:
         return "(not computed: one threshold per class, or pac_delta)"
     cap, tau = sur.prediction_cap_, float(sur.threshold_)
@@ -170,7 +178,22 @@ def _cap_diagnostic(
     acc = certified_accuracy(y_test, res.prediction, radius, RADII)
     wrong, pos = wrong_rate(res, ref, classes, sigma)
     clear = clearly_wrong(res, ref, classes, sigma)
+    # what-if: one threshold for a weighted score, (cap - bound) * W at the cap, unweighted
+    # below it (a fixed function of x: still split conformal); capped inputs deduct tau_W / W
+    weighted = []
+    for W in (3.0, 10.0, 30.0):
+        s_w = np.where(at_cap, s * W, s)
+        tau_w = conformal_threshold(s_w, sur.alpha_conf)
+        z_w = np.where(t_cap, y_hat - tau_w / W, y_hat - tau_w)
+        r_w = np.where(z_w > 0, sigma * z_w, 0.0)
+        a_w = certified_accuracy(y_test, sur.smoothed_._labels(top, r_w <= 0), r_w, RADII)
+        weighted.append(
+            f"W={W:g}: tau {tau_w:.3f}, "
+            + " ".join(f"{100 * a:.1f}" for a in a_w)
+            + f" % (gap {np.mean(100 * (acc_mc[:4] - a_w[:4])):.2f})"
+        )
     return (
+        "weighted what-if: " + "; ".join(weighted) + "\n" + " " * 26 + "cap: "
         f"radius ceiling sigma*(cap - tau) = {sigma * (cap - tau):.3f} (cap {cap:.3f}, tau "
         f"{tau:.3f}); calibration inputs at the cap {int(at_cap.sum())}/{len(s)}, own "
         f"threshold {taus[0]:.3f}, the others' {taus[1]:.3f}; test inputs at the cap "
@@ -178,6 +201,21 @@ def _cap_diagnostic(
         + " ".join(f"{100 * a:.1f}" for a in acc)
         + f" % (mean gap r<=0.75 {np.mean(100 * (acc_mc[:4] - acc[:4])):.2f} pts), wrong "
         f"{wrong}/{pos}, beyond the reference's upper bound {clear}/{pos}"
+    )
+
+
+def _tau(sur: RRISESurrogate) -> str:
+    """The threshold(s) as printed: with mondrian="cap", both groups' and the pooled one."""
+    if getattr(sur, "threshold_groups_", None) != "cap":
+        return str(np.round(sur.threshold_, 3))
+    own = sur.threshold_own_
+    which = {(True, True): "own", (False, False): "pooled"}.get(
+        (bool(own[0]), bool(own[1])), "own at the cap" if own[0] else "own below the cap"
+    )
+    m_cap, m_below = (int(v) for v in sur.threshold_group_sizes_)
+    return (
+        f"{sur.threshold_[0]:.3f} at the cap / {sur.threshold_[1]:.3f} below ({which}; pooled "
+        f"{sur.pooled_threshold_:.3f}; {m_cap} of {m_cap + m_below} calibration inputs at the cap)"
     )
 
 
@@ -255,7 +293,7 @@ def bench_sigma(
             )
         )  # fmt: skip
         print(
-            f"{'':26s}mean gap r<=0.75: {gap:.2f} pts; tau {float(sur.threshold_):.3f}; "
+            f"{'':26s}mean gap r<=0.75: {gap:.2f} pts; tau {_tau(sur)}; "
             f"{t_q:.2e} s/query (batch), {lat * 1e3:.2f} ms (one input per call); Monte Carlo "
             f"{t_mc_seed:.2e} s/query in the same rounds; speedup {t_mc_seed / t_q:.0f}x "
             f"(batch); one-time {fixed:.0f} s (targets {am['targets']:.0f}, "

@@ -106,7 +106,7 @@ def gaps_at(
                 wrong, pos = wrong_rate(est.certify(X_test), ref, clf.classes_, sigma)
                 print(
                     f"sigma={sigma} seed={seed}: {key.strip()} {out[key][-1]:.2f} "
-                    f"(tau {float(est.threshold_):.3f}; wrong {wrong}/{pos} against n={10 * n}; "
+                    f"(tau {np.round(est.threshold_, 3)}; wrong {wrong}/{pos} against n={10 * n}; "
                     f"{sec:.0f} s)",
                     flush=True,
                 )

@@ -48,6 +48,7 @@ __all__ = [
     "mapie_threshold",
     "min_calibration_size",
     "probit",
+    "two_group_thresholds",
 ]
 
 # PhiInv of the smallest/largest probabilities we let into a score: keeps the
@@ -143,6 +144,78 @@ def conformal_threshold(scores: Any, alpha_conf: float, delta: float | None = No
         raise ValueError("scores contain NaN.")
     k = conformal_rank(len(s), alpha_conf, delta)
     return float(s[k - 1])
+
+
+def two_group_thresholds(
+    scores: Any, group: Any, alpha_conf: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Thresholds for two groups of inputs (Mondrian), falling back to one pooled threshold.
+
+    ``group`` must be a fixed function of the input (0 or 1), such as "the
+    surrogate's prediction sits at the cap". A new input of group ``g`` gets
+    its group's own threshold (the conformal order statistic of that group's
+    scores) when the calibration set plus that input hold at least
+    ``min_calibration_size(alpha_conf) + 1`` inputs of *each* group, else the
+    pooled threshold of all scores.
+
+    Why counting the new input matters: consider the ``m + 1`` inputs
+    (calibration and new) as a set, and the new one as a uniform draw from it.
+    Whether the groups are large enough is then a property of the set, the
+    same whichever input is the new one. When they are, the new input is a
+    uniform draw from its own group and its group's threshold covers it with
+    probability ``1 - alpha_conf``; when they are not, the pooled threshold
+    covers it. Deciding from the calibration counts alone would let the
+    decision depend on which input is the new one, and the pooled threshold,
+    then used mostly for inputs of the smaller group, could miss them at up to
+    about twice ``alpha_conf`` (``tests/test_calibration.py`` shows such a set).
+
+    Parameters
+    ----------
+    scores : array-like of shape (m,)
+        Calibration scores.
+    group : array-like of shape (m,) of {0, 1} or bool
+        Group of each calibration input.
+    alpha_conf : float
+        Conformal miscoverage level.
+
+    Returns
+    -------
+    thresholds : ndarray of shape (2,)
+        The threshold of a new input of group 0 and of group 1.
+    own : ndarray of shape (2,) of bool
+        Whether that threshold is the group's own (``False``: pooled).
+    pooled : float
+        The pooled threshold of all scores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rrise_sklearn.calibration import two_group_thresholds
+    >>> rng = np.random.default_rng(0)
+    >>> group = np.repeat([0, 1], [300, 700])
+    >>> scores = np.where(group == 0, 0.1, 1.0) * rng.random(1000)
+    >>> thresholds, own, pooled = two_group_thresholds(scores, group, 0.01)
+    >>> own.tolist(), bool(thresholds[0] < 0.1 < pooled)
+    ([True, True], True)
+    >>> two_group_thresholds(scores[250:], group[250:], 0.01)[1].tolist()  # 50 of group 0
+    [False, False]
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    g = np.asarray(group).ravel().astype(bool).astype(np.int64)
+    if len(g) != len(s):
+        raise ValueError(f"scores and group differ in length ({len(s)} and {len(g)}).")
+    pooled = conformal_threshold(s, alpha_conf)
+    need = min_calibration_size(alpha_conf) + 1  # per group, new input included
+    sizes = np.bincount(g, minlength=2)
+    thresholds = np.full(2, pooled)
+    own = np.zeros(2, dtype=bool)
+    for j in (0, 1):
+        with_new = sizes.copy()
+        with_new[j] += 1
+        if (with_new >= need).all():
+            thresholds[j] = conformal_threshold(s[g == j], alpha_conf)
+            own[j] = True
+    return thresholds, own, pooled
 
 
 def exceedance_distribution(m_new: Any, m_cal: Any, rank: Any) -> np.ndarray:

@@ -238,8 +238,13 @@ def certified_accuracy_lower_bound(
         wrong = float(_sps.binom.ppf(1 - rho, n, alpha))
     else:  # conformal
         g = info["conformal_groups"]
-        pmf = exceedance_distribution(g["m_new"], g["m_cal"], g["rank"])
-        exceed = int(np.searchsorted(np.cumsum(pmf), 1 - rho / 2 - 1e-12))
+        laws = g if isinstance(g, list) else [g]
+        # several laws (RRISE with mondrian="cap"): each bounds its part at its share of rho/2
+        share = rho / 2 / int(info.get("conformal_split", 1))
+        exceed = 0
+        for law in laws:
+            pmf = exceedance_distribution(law["m_new"], law["m_cal"], law["rank"])
+            exceed += int(np.searchsorted(np.cumsum(pmf), 1 - share - 1e-12))
         mc = float(_sps.binom.ppf(1 - rho / 2, n, float(info["alpha_mc"])))
         wrong = exceed + mc
     out = np.maximum(0.0, acc - wrong / n)

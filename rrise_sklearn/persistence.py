@@ -346,6 +346,7 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
             {
                 "threshold": w.array("surrogate_threshold", est.threshold_),
                 "threshold_per_class": bool(np.ndim(est.threshold_) > 0),
+                "threshold_groups": est._threshold_groups,
                 "calibration_scores": w.array("surrogate_scores", est.calibration_scores_),
                 "calibration_classes": w.array("surrogate_score_classes", est.calibration_classes_),
                 "refined": w.array("surrogate_refined", est.refined_),
@@ -358,6 +359,12 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
                 "calibrated_for": _plain(getattr(est, "calibrated_for_", None)),
             }
         )
+    if getattr(est, "threshold_groups_", None) == "cap":
+        fitted["cap_split"] = {
+            "own": [bool(v) for v in est.threshold_own_],
+            "group_sizes": [int(v) for v in est.threshold_group_sizes_],
+            "pooled_threshold": float(est.pooled_threshold_),
+        }
     if include_training_data and hasattr(est, "train_inputs_"):
         fitted["train_inputs"] = w.array("surrogate_train_inputs", est.train_inputs_)
         fitted["train_counts"] = w.array("surrogate_train_counts", est.train_counts_)
@@ -734,6 +741,16 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     if "threshold" in fitted:
         thr = r.array(fitted["threshold"]).astype(np.float64)
         est.threshold_ = thr if fitted.get("threshold_per_class") else float(thr)
+        est.threshold_groups_ = str(
+            fitted.get("threshold_groups", "class" if fitted.get("threshold_per_class") else "one")
+        )
+        if est.threshold_groups_ not in ("one", "class", "cap"):
+            raise ModelFileError(f"{r.path}: unknown threshold_groups {est.threshold_groups_!r}")
+        if est.threshold_groups_ == "cap":
+            split = _get(fitted, "cap_split", r.path)
+            est.threshold_own_ = np.array(split["own"], dtype=bool)
+            est.threshold_group_sizes_ = np.array(split["group_sizes"], dtype=np.int64)
+            est.pooled_threshold_ = float(split["pooled_threshold"])
         est.calibration_scores_ = r.array(fitted["calibration_scores"])
         est.calibration_classes_ = r.array(fitted["calibration_classes"])
         est.refined_ = r.array(fitted["refined"])

@@ -34,6 +34,7 @@ from .calibration import (
     mapie_threshold,
     min_calibration_size,
     probit,
+    two_group_thresholds,
 )
 from .metrics import certified_accuracy
 from .persistence import ModelFileMixin
@@ -54,6 +55,9 @@ _VERIFY_REFINE, _MONITOR = 18, 19
 # the conformity score: the surrogate's miss on the PhiInv scale (method.md section 3);
 # the headroom and probability scores of rrise_sklearn.calibration measured worse here
 _SCORE = "radius"
+# scores at or below this (at the cap) count as ties with the all-correct bound (float noise
+# between the cap and a Clopper-Pearson bound of n successes in n)
+_CAP_TIE = 1e-9
 
 
 class JensenShannonLoss(torch.nn.Module):
@@ -91,8 +95,9 @@ class VerificationReport:
         Positive-radius certificates whose Monte Carlo lower bound falls below
         the surrogate's calibrated bound (score above the threshold).
     n_exceed : int
-        Inputs (certified or not) whose score exceeds the threshold; under
-        exchangeability at most a fraction ``alpha_conf`` in expectation.
+        Inputs (certified or not) whose score exceeds the threshold (the
+        pooled one with ``mondrian="cap"``); under exchangeability at most a
+        fraction ``alpha_conf`` in expectation.
     rate : float
         ``n_exceed / n_inputs``.
     p_value : float
@@ -380,9 +385,21 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         kept no training inputs and none are passed.
     smoothed_size : float, default=0.5
         Part of ``X`` used to fit an unfitted ``smoothed``.
-    mondrian : bool, default=False
-        One threshold per predicted class (class-conditional validity). A class
-        with too few calibration points gets no certificates.
+    mondrian : {False, True, "class", "cap"}, default=False
+        How the calibration groups its inputs, each group with its own
+        threshold (Mondrian conformal prediction; the group must be a fixed
+        function of the input). ``False``: one threshold. ``True`` or
+        ``"class"``: one per predicted class (class-conditional validity; a
+        class with too few calibration points gets no certificates).
+        ``"cap"``: one for the inputs whose prediction sits at the cap
+        (:attr:`prediction_cap_`) and one for the others, so that a
+        threshold driven by the harder inputs does not cut the radii of the
+        most confident ones (no radius exceeds ``sigma * (prediction_cap_ -
+        threshold)``); when the calibration set plus the input to certify
+        hold fewer than ``min_calibration_size(alpha_conf) + 1`` inputs of
+        either group, the input gets the pooled threshold
+        (:func:`~rrise_sklearn.calibration.two_group_thresholds` says why the
+        input to certify is counted). Not with ``pac_delta``.
     pac_delta : float, default=None
         If set, a training-conditional threshold valid with probability
         ``1 - pac_delta`` over the calibration draw.
@@ -427,7 +444,16 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     smoothed_ : SmoothedClassifier
         The fitted smoothed classifier.
     threshold_ : float or ndarray
-        Calibrated threshold ``tau`` (one per class with ``mondrian=True``).
+        Calibrated threshold ``tau``: one per class with ``mondrian=True``;
+        with ``mondrian="cap"`` that of inputs predicted at the cap and that
+        of the others (each the group's own or the pooled one).
+    threshold_groups_ : {"one", "class", "cap"}
+        How the last calibration grouped its inputs (certification follows it
+        until the next calibration, whatever ``mondrian`` says since).
+    threshold_own_, threshold_group_sizes_, pooled_threshold_ : ndarray, ndarray, float
+        With ``mondrian="cap"``: whether each group (at the cap, below it)
+        got its own threshold, the calibration inputs in each, and the
+        pooled threshold (which :meth:`verify` tests against).
     calibration_scores_ : ndarray
         Conformity scores of the calibration set.
     prediction_cap_ : float
@@ -639,6 +665,23 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             )
         if self.pac_delta is not None and not 0 < self.pac_delta < 1:
             raise ValueError(f"pac_delta must be None or in (0, 1); got {self.pac_delta!r}.")
+        if not (isinstance(self.mondrian, (bool, np.bool_)) or self.mondrian in ("class", "cap")):
+            raise ValueError(
+                f"mondrian must be False, True (or 'class') or 'cap'; got {self.mondrian!r}."
+            )
+        if self.mondrian == "cap" and self.pac_delta is not None:
+            raise ValueError(
+                "mondrian='cap' splits a marginal threshold; with pac_delta pass mondrian=False "
+                "(one threshold) or mondrian='class'."
+            )
+
+    @property
+    def _mondrian_mode(self) -> str:
+        """``"one"``, ``"class"`` or ``"cap"``: how the next calibration groups its inputs."""
+        m = self.mondrian
+        if isinstance(m, str):
+            return m
+        return "class" if m else "one"
 
     def _check_fitted(self, calibrated: bool = True) -> None:
         if not getattr(self, "initialized_", False) or not hasattr(self, "smoothed_"):
@@ -1181,11 +1224,14 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         extras = self._refine_stages()
         alpha_s = self._stage_alpha
         cum = np.cumsum([n_cal, *extras])  # samples after each stage
-        groups = (
-            [np.arange(m)]
-            if not self.mondrian
-            else [np.flatnonzero(top == c) for c in range(len(self.classes_))]
-        )
+        mode = self._mondrian_mode
+        if mode == "class":
+            groups = [np.flatnonzero(top == c) for c in range(len(self.classes_))]
+        elif mode == "cap":
+            below = y_hat < self.prediction_cap_
+            groups = [np.flatnonzero(~below), np.flatnonzero(below)]
+        else:
+            groups = [np.arange(m)]
         given = None
         if refine_counts is not None:
             given = self._counts_of(
@@ -1209,11 +1255,25 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                         int(r) if isinstance(r, (int, np.integer)) else int(np.ceil(r * len(g))),
                     )
                     promote[g[np.argsort(-scores[g], kind="stable")[:size]]] = True
+                if mode == "cap":
+                    continue  # thresholds below
                 try:
                     tau = conformal_threshold(scores[g], self.alpha_conf, self.pac_delta)
                 except ValueError:
                     continue  # too few points (Mondrian class): no certificates to tighten
                 promote[g[scores[g] >= tau]] = True
+            if mode == "cap":
+                # the thresholds this calibration would deploy: each group's own, or the
+                # pooled one (then every input at or above it matters)
+                thr, own, pooled = two_group_thresholds(scores, below, self.alpha_conf)
+                for j, g in enumerate(groups):
+                    if own[j]:
+                        promote[g[scores[g] >= thr[j]]] = True
+                if not own.all():
+                    promote[scores >= pooled] = True
+                # a score <= 0 at the cap already certifies the cap; more samples would only
+                # push the threshold below 0 (certificates beyond the cap), so leave it
+                promote[~below & (scores <= _CAP_TIE)] = False
             promote &= level < len(extras)
             if not promote.any():
                 break
@@ -1319,11 +1379,24 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         self.calibrated_for_ = self._calibrated_setting()
         self.n_calibration_ = m
         self.calibration_samples_ = n_cal
-        if not self.mondrian:
+        mode = self._mondrian_mode
+        self.threshold_groups_ = mode
+        if mode == "one":
             tau = conformal_threshold(scores, self.alpha_conf, self.pac_delta)
             if self.pac_delta is None:
                 self._cross_check(y_hat, y_mc, tau)
             self.threshold_ = tau
+        elif mode == "cap":
+            below = y_hat < self.prediction_cap_
+            thr, own, pooled = two_group_thresholds(scores, below, self.alpha_conf)
+            self._cross_check(y_hat, y_mc, pooled)
+            for j, sel in enumerate((~below, below)):
+                if own[j]:
+                    self._cross_check(y_hat[sel], y_mc[sel], thr[j])
+            self.threshold_ = thr
+            self.threshold_own_ = own
+            self.threshold_group_sizes_ = np.array([int((~below).sum()), int(below.sum())])
+            self.pooled_threshold_ = pooled
         else:
             taus = np.full(K, np.inf)
             for c in range(K):
@@ -1364,10 +1437,23 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
     # ------------------------------------------------------------------
     # certification
     # ------------------------------------------------------------------
-    def _threshold_for(self, top: np.ndarray) -> np.ndarray:
-        """The calibrated threshold of each input (per predicted class with Mondrian)."""
+    @property
+    def _threshold_groups(self) -> str:
+        """How the last calibration grouped its inputs (``"one"``, ``"class"``, ``"cap"``)."""
+        return getattr(self, "threshold_groups_", "class" if np.ndim(self.threshold_) else "one")
+
+    def _threshold_for(self, top: np.ndarray, y_hat: np.ndarray | None = None) -> np.ndarray:
+        """The calibrated threshold of each input: one for all, per predicted class, or per
+        cap group (``y_hat`` the capped score-scale prediction: at the cap or below)."""
         tau = self.threshold_
-        return tau[top] if np.ndim(tau) else np.full(len(top), tau)
+        groups = self._threshold_groups
+        if groups == "one":
+            return np.full(len(top), tau)
+        if groups == "cap":
+            if y_hat is None:
+                raise TypeError("_threshold_for needs y_hat with mondrian='cap'")
+            return tau[(np.asarray(y_hat) < self.prediction_cap_).astype(np.int64)]
+        return tau[top]
 
     def _scores(self, y_hat: np.ndarray, y_mc: np.ndarray) -> np.ndarray:
         """Conformity scores from score-scale predictions and Monte Carlo lower bounds."""
@@ -1375,7 +1461,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
 
     def _calibrated_z(self, top: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
         """``PhiInv(p_tilde)`` of the calibrated bound, from the capped score-scale prediction."""
-        return calibrated_lower(y_hat, self._threshold_for(top), _SCORE)
+        return calibrated_lower(y_hat, self._threshold_for(top, y_hat), _SCORE)
 
     def certify(self, X: Any) -> CertificationResult:
         """Certify in one forward pass.
@@ -1394,7 +1480,11 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         X = self._X(X)
         top, h, q = self._top(X)
         sigma = self.sigma_
-        z = self._calibrated_z(top, self._prediction(h, q)) if self.calibrate else probit(h, q)
+        if self.calibrate:
+            y_hat = self._prediction(h, q)
+            z = self._calibrated_z(top, y_hat)
+        else:
+            z = probit(h, q)
         radius = np.where(z > 0, sigma * z, 0.0)
         radius = np.where(np.isfinite(radius), radius, 0.0)
         p_lower = _ndtr(z)  # the normal CDF (what scipy's norm.cdf evaluates)
@@ -1414,7 +1504,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 "calibrated": bool(self.calibrate),
                 # how the certificates' errors depend on each other (one shared threshold)
                 "dependence": "conformal" if self.calibrate else "none",
-                **(self._conformal_info(top) if self.calibrate else {}),
+                **(self._conformal_info(top, y_hat) if self.calibrate else {}),
             },
         )
 
@@ -1450,10 +1540,14 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         tests that count against its law under exchangeability: given the
         calibration draw, the count is Beta-Binomial (see
         :func:`~rrise_sklearn.calibration.exceedance_distribution`; one term per
-        class with ``mondrian``), not Binomial(len(X), alpha_conf) - a binomial
+        class with ``mondrian=True``), not Binomial(len(X), alpha_conf) - a binomial
         test raised false alarms at 0.15-0.36 instead of 0.01 at the calibration
         sizes this library uses. With no drift the alarm rate is at most
         ``level`` (marginally over the calibration and verification draws).
+        With ``mondrian="cap"`` the test counts the scores above the pooled
+        threshold (:attr:`pooled_threshold_`), whose law does not depend on
+        which thresholds the calibration deployed; ``n_contradicted`` still
+        uses the deployed ones.
 
         Use it once on a fresh sample of deployment inputs. Testing after every
         batch of traffic inflates the false-alarm rate with the number of looks.
@@ -1507,11 +1601,20 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             extra = self._counts_of(X, n_extra, seed)
             k, n_tot = k + extra[np.arange(len(X)), top], n_tot + n_extra
             y_mc = np.maximum(y_mc, self._mc_bound(k, n_tot, alpha_1))
-        exceed = self._scores(y_hat, y_mc) > self._threshold_for(top)
+        scores = self._scores(y_hat, y_mc)
+        exceed = scores > self._threshold_for(top, y_hat)
         certified = self._calibrated_z(top, y_hat) > 0  # the deployed certificates
-        n_exceed, m = int(exceed.sum()), len(X)
-        m_new, m_cal, rank = self._exceedance_groups(top)
-        p_value = exceedance_pvalue(n_exceed, m_new, m_cal, rank)
+        if self._threshold_groups == "cap":
+            # the test counts the scores above the pooled threshold: computed the same way
+            # whichever thresholds the calibration deployed, so its law needs no condition
+            tested = scores > self.pooled_threshold_
+            m_cal = int(self.n_calibration_)
+            law = ([len(X)], [m_cal], [conformal_rank(m_cal, self.alpha_conf)])
+        else:
+            tested = exceed
+            law = self._exceedance_groups(top)
+        n_exceed, m = int(tested.sum()), len(X)
+        p_value = exceedance_pvalue(n_exceed, *law)
         return VerificationReport(
             n_inputs=m,
             n_certified=int(certified.sum()),
@@ -1615,7 +1718,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         return MonitorReport(
             n_seen=state["seen"],
             n_batch=len(X),
-            n_exceed_batch=int((scores > self._threshold_for(top)).sum()),
+            n_exceed_batch=int((scores > self._threshold_for(top, y_hat)).sum()),
             martingale=float(test.current_martingale_value),
             max_martingale=float(history.max()),
             threshold=float(test.reject_threshold),
@@ -1623,10 +1726,48 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             alarm=test.is_exchangeable is False,
         )
 
-    def _conformal_info(self, top: np.ndarray) -> dict:
-        """What a dataset-level bound needs to account for the shared threshold."""
-        m_new, m_cal, rank = self._exceedance_groups(top)
-        return {"conformal_groups": {"m_new": m_new, "m_cal": m_cal, "rank": rank}}
+    def _conformal_info(self, top: np.ndarray, y_hat: np.ndarray) -> dict:
+        """What a dataset-level bound needs to account for the shared threshold.
+
+        ``conformal_groups``: one law of the exceedance count (or, with
+        ``conformal_split``, several whose quantiles add up, each at its share
+        of the level). With ``mondrian='cap'`` a bound must hold whichever
+        thresholds the calibration deployed (own or pooled, decided from the
+        calibration's group sizes): the group laws hold given the groups, the
+        pooled law holds marginally, so each gets half the level, in every
+        calibration.
+        """
+        if self._threshold_groups != "cap":
+            m_new, m_cal, rank = self._exceedance_groups(top)
+            return {"conformal_groups": {"m_new": m_new, "m_cal": m_cal, "rank": rank}}
+        below = np.asarray(y_hat) < self.prediction_cap_
+        m_cal_all = int(self.n_calibration_)
+        own = self.threshold_own_
+        sizes_new = np.array([int((~below).sum()), int(below.sum())])
+        sizes_cal = np.asarray(self.threshold_group_sizes_, dtype=np.int64)
+        laws = []
+        if own.any():
+            j = np.flatnonzero(own)
+            laws.append(
+                {
+                    "m_new": sizes_new[j],
+                    "m_cal": sizes_cal[j],
+                    "rank": np.array(
+                        [conformal_rank(int(sizes_cal[i]), self.alpha_conf) for i in j]
+                    ),
+                }
+            )
+        if not own.all():
+            # inputs of a group without its own threshold: count every new input against
+            # the pooled threshold (at least as many exceedances)
+            laws.append(
+                {
+                    "m_new": np.array([len(top)]),
+                    "m_cal": np.array([m_cal_all]),
+                    "rank": np.array([conformal_rank(m_cal_all, self.alpha_conf)]),
+                }
+            )
+        return {"conformal_groups": laws, "conformal_split": 2}
 
     def _exceedance_groups(self, top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per calibration group: new inputs, calibration inputs, threshold rank.
@@ -1634,7 +1775,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         A group whose threshold is infinite (too few calibration points) gets
         rank ``m_cal + 1`` (no exceedances possible).
         """
-        if not self.mondrian:
+        if self._threshold_groups == "one":
             m = int(self.n_calibration_)
             return (
                 np.array([len(top)]),

@@ -14,6 +14,7 @@ from rrise_sklearn.calibration import (
     mapie_threshold,
     min_calibration_size,
     probit,
+    two_group_thresholds,
 )
 
 
@@ -152,3 +153,70 @@ def test_exceedance_law_matches_a_simulation_of_exchangeable_scores(groups):
     t99 = int(np.quantile(total, 0.99))
     if len(groups) == 1 and m_new[0] >= 100:
         assert sps.binom.sf(t99 - 1, m_new[0], alpha) < 0.2 * pmf[t99:].sum()
+
+
+def _leave_one_out_miscoverage(scores, group, rule):
+    """Exact miscoverage given the set of m + 1 inputs: each one in turn is the new input
+    (a uniform draw from the set under exchangeability), the others calibrate."""
+    miss = 0
+    for i in range(len(scores)):
+        keep = np.arange(len(scores)) != i
+        miss += scores[i] > rule(scores[keep], group[keep])[group[i]]
+    return miss / len(scores)
+
+
+def _naive_rule(alpha):
+    """Own thresholds when the *calibration* holds enough of each group (the new input not
+    counted): the decision then depends on which input is the new one."""
+
+    def rule(scores, group):
+        n0 = min_calibration_size(alpha)
+        if min(np.sum(group == 0), np.sum(group == 1)) >= n0:
+            return np.array([conformal_threshold(scores[group == j], alpha) for j in (0, 1)])
+        return np.full(2, conformal_threshold(scores, alpha))
+
+    return rule
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_two_group_thresholds_cover_every_set_exactly(alpha):
+    """Miscoverage computed exactly (leave one out) on sets whose smaller group sits at
+    the boundary of the fallback, with that group's scores the highest, the lowest, or
+    mixed: never above alpha. The rule that ignores the new input's group misses some of
+    these sets at up to twice alpha (so the oracle can fail)."""
+    n0 = min_calibration_size(alpha)
+    rng = np.random.default_rng(0)
+    rule = lambda s, g: two_group_thresholds(s, g, alpha)[0]  # noqa: E731
+    worst = worst_naive = 0.0
+    for size in (3 * n0, 10 * n0):
+        for n_small in range(n0 - 2, n0 + 4):
+            group = np.zeros(size, dtype=np.int64)
+            group[n_small:] = 1
+            base = np.sort(rng.random(size))
+            for order in ("small highest", "small lowest", "mixed"):
+                if order == "small highest":
+                    scores = base[::-1].copy()
+                elif order == "small lowest":
+                    scores = base.copy()
+                else:
+                    scores = rng.permutation(base)
+                worst = max(worst, _leave_one_out_miscoverage(scores, group, rule))
+                naive = _leave_one_out_miscoverage(scores, group, _naive_rule(alpha))
+                worst_naive = max(worst_naive, naive)
+    assert worst <= alpha + 1e-12, worst
+    assert worst_naive > 1.5 * alpha, worst_naive
+
+
+def test_two_group_thresholds_choose_own_or_pooled():
+    alpha = 0.1  # min_calibration_size 9: each group needs 10 with the new input
+    scores = np.arange(40, dtype=float)
+    group = np.zeros(40, dtype=np.int64)
+    group[:9] = 1  # 9 of group 1: only a new input of group 1 makes 10
+    thr, own, pooled = two_group_thresholds(scores, group, alpha)
+    assert own.tolist() == [False, True] and pooled == conformal_threshold(scores, alpha)
+    assert thr[0] == pooled and thr[1] == conformal_threshold(scores[:9], alpha) == 8.0
+    group[:10] = 1
+    thr, own, _ = two_group_thresholds(scores, group, alpha)
+    assert own.all() and thr[0] == conformal_threshold(scores[10:], alpha)
+    with pytest.raises(ValueError, match="differ in length"):
+        two_group_thresholds(scores, group[:5], alpha)

@@ -82,6 +82,28 @@ def test_smoothed_round_trip_gives_identical_certificates(fitted, tmp_path, name
     assert back._n_count_draws == clf._n_count_draws
 
 
+def test_surrogate_round_trip_keeps_the_cap_split(fitted, tmp_path):
+    import copy
+
+    X, _, _, sur = fitted
+    sur = copy.deepcopy(sur).set_params(mondrian="cap", n_calibration=200, alpha_conf=0.1)
+    sur.conformalize(X[1100:1200], random_state=3)
+    assert sur.threshold_groups_ == "cap" and sur.threshold_.shape == (2,)
+    back = RRISESurrogate.load(save(sur, tmp_path / "cap.zip"))
+    assert back.threshold_groups_ == "cap"
+    np.testing.assert_array_equal(back.threshold_, sur.threshold_)
+    np.testing.assert_array_equal(back.threshold_own_, sur.threshold_own_)
+    np.testing.assert_array_equal(back.threshold_group_sizes_, sur.threshold_group_sizes_)
+    assert back.pooled_threshold_ == sur.pooled_threshold_
+    assert _same_certificates(sur, back, X[1200:1300])
+    assert sur.verify(X[1300:1350]) == back.verify(X[1300:1350])
+    # what the file says is checked: an unknown grouping is refused
+    path = save(sur, tmp_path / "bad.zip")
+    _rewrite(path, edit_manifest=lambda m: m["final"]["fitted"].update(threshold_groups="x"))
+    with pytest.raises(ModelFileError, match="unknown threshold_groups"):
+        RRISESurrogate.load(path)
+
+
 def test_surrogate_round_trip_keeps_ensemble_thresholds_and_verify(fitted, tmp_path):
     X, _, _, sur = fitted
     back = RRISESurrogate.load(save(sur, tmp_path / "sur.zip"))

@@ -13,7 +13,7 @@ from sklearn.model_selection import GridSearchCV
 from skorch.callbacks import EpochTimer
 
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier
-from rrise_sklearn.calibration import conformal_threshold, probit
+from rrise_sklearn.calibration import conformal_threshold, probit, two_group_thresholds
 from rrise_sklearn.callbacks import EpochProgress
 from rrise_sklearn.nets import MLP
 
@@ -233,6 +233,49 @@ def test_refined_threshold_equals_that_of_refining_every_input(linear_setup, mon
         sur.conformalize(X_cal, counts=c1, refine_counts=c2[:, :1])
 
 
+def test_cap_split_thresholds_equal_those_of_refining_every_input(linear_setup):
+    """mondrian="cap" with two stages: each group's threshold is the oracle's (every input
+    refined, scipy's beta quantiles, then two_group_thresholds), and certificates at the cap
+    reach sigma * (cap - the cap group's threshold)."""
+    kl, sigma, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(
+        n_calibration=100, n_refine=1000, mondrian="cap", alpha_conf=0.1
+    )
+    X_cal = _draw(kl, 300, np.random.default_rng(13))
+    c1 = sur.smoothed_.sample_counts(X_cal, 100, random_state=3, noise_sharing=1)
+    c2 = sur.smoothed_.sample_counts(X_cal, 1000, random_state=4, noise_sharing=1)
+    sur.conformalize(X_cal, counts=c1, refine_counts=c2)
+    top, h, q = sur._top(sur._X(X_cal))
+    _, cap, _, full = _full_refinement(sur, top, h, q, [c1, c2], sur.alpha_mc_ / 2)
+    assert np.isclose(sur.prediction_cap_, cap)
+    below = sur._prediction(h, q) < sur.prediction_cap_
+    thr, own, pooled = two_group_thresholds(full, below, 0.1)
+    assert own.all() and 20 <= (~below).sum() <= 280
+    np.testing.assert_array_equal(sur.threshold_own_, own)
+    assert sur.threshold_group_sizes_.tolist() == [(~below).sum(), below.sum()]
+    for j in (0, 1):
+        if thr[j] > 1e-9:
+            assert np.isclose(sur.threshold_[j], thr[j], rtol=0, atol=1e-9)
+        else:  # scores <= 0 at the cap are not refined: the threshold stops at 0
+            assert thr[j] - 1e-9 <= sur.threshold_[j] <= 1e-9, (sur.threshold_, thr)
+    assert sur.pooled_threshold_ >= pooled - 1e-9  # staged for the deployed thresholds only
+    X = _draw(kl, 400, np.random.default_rng(14))
+    top, h, q = sur._top(X)
+    at_cap = sur._prediction(h, q) >= sur.prediction_cap_
+    res = sur.certify(X)
+    assert at_cap.any() and (~at_cap).any()
+    np.testing.assert_allclose(res.radius[at_cap], sigma * (cap - sur.threshold_[0]), rtol=1e-9)
+    z = np.minimum(probit(h, q), cap)[~at_cap] - sur.threshold_[1]
+    np.testing.assert_allclose(res.radius[~at_cap], sigma * np.maximum(z, 0), rtol=1e-9)
+    # a calibration with too few inputs at the cap falls back to the pooled threshold
+    sur.conformalize(X_cal[below][:150], counts=c1[below][:150], refine_counts=c2[below][:150])
+    assert not sur.threshold_own_.any() and (sur.threshold_ == sur.pooled_threshold_).all()
+    with pytest.raises(ValueError, match="mondrian='cap' splits a marginal"):
+        RRISESurrogate(sur.smoothed, mondrian="cap", pac_delta=0.1, **SMALL).fit(X_cal)
+    with pytest.raises(ValueError, match="mondrian must be"):
+        RRISESurrogate(sur.smoothed, mondrian="groups", **SMALL).fit(X_cal)
+
+
 def test_later_stages_are_drawn_only_where_the_threshold_needs_them(linear_setup, monkeypatch):
     """Three stages drawn by the estimator: the threshold equals the oracle's with every stage
     for every input (the draws are served from precomputed tables), the stage levels are
@@ -305,15 +348,22 @@ def test_verify_flags_a_broken_threshold(linear_setup):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("params", [{}, {"mondrian": True}], ids=["one-threshold", "mondrian"])
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"mondrian": True}, {"mondrian": "cap", "n_calibration": 100}],
+    ids=["one-threshold", "mondrian", "cap-split"],
+)
 def test_verify_false_alarm_rate_without_drift_is_within_level(linear_setup, params):
     """No drift (calibration and verification inputs from one distribution): the alarm
     rate stays within ``level``. The binomial test verify used before, recomputed from the
-    same reports, alarms far more often (the harness can fail)."""
+    same reports, alarms far more often (the harness can fail). With the cap split (most
+    of these calibrations take their own thresholds) the test counts scores above the
+    pooled threshold."""
     kl, sigma, sur = linear_setup
-    sur = copy.deepcopy(sur).set_params(alpha_conf=0.1, n_calibration=500, **params)
+    sur = copy.deepcopy(sur).set_params(**{"alpha_conf": 0.1, "n_calibration": 500, **params})
     rng = np.random.default_rng(5)
-    reps, level, m_cal, m_ver = 200, 0.05, 49, 300
+    reps, level, m_ver = 200, 0.05, 300
+    m_cal = 99 if params.get("mondrian") == "cap" else 49
     alarms = binomial_alarms = 0
     for t in range(reps):
         sur.conformalize(_draw(kl, m_cal, rng), random_state=t)
@@ -513,7 +563,8 @@ def test_calibration_refuses_counts_that_share_noise(linear_setup):
 
 
 @pytest.mark.slow
-def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup):
+@pytest.mark.parametrize("cap_split", [False, True], ids=["one-threshold", "cap-split"])
+def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup, cap_split):
     """RRISE certificates share one threshold, so their errors are dependent. The
     conformal-aware bound chosen from the result holds w.p. >= 1 - rho over fresh
     calibration and test sets, judged against a stricter truth than "right": a certificate
@@ -521,35 +572,50 @@ def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup):
     Monte Carlo bound holds (the proof's events; a wrong certificate fails one of them,
     and they occur at about the nominal rate, so this harness can fail). The binomial bound
     at alpha_conf + alpha_mc, computed by hand on the same certificates, fails it far more
-    often (and the function refuses it)."""
+    often (and the function refuses it). With the cap split (n_calibration = 100, 99
+    calibration inputs: both branches occur) the bound holds too."""
     from rrise_sklearn import stats as rs
     from rrise_sklearn.metrics import certified_accuracy_lower_bound
 
     kl, sigma, sur = linear_setup
-    n_cal = 500
-    sur = copy.deepcopy(sur).set_params(alpha_conf=0.1, n_calibration=n_cal)
+    n_cal, m_cal = (100, 99) if cap_split else (500, 9)  # one threshold: tau = max of 9
+    sur = copy.deepcopy(sur).set_params(
+        alpha_conf=0.1, n_calibration=n_cal, mondrian="cap" if cap_split else False
+    )
     rng = np.random.default_rng(21)
     rho, reps, m_test = 0.05, 200, 500
     misses = binomial_misses = 0
+    branches, slack = set(), []
     for t in range(reps):
-        sur.conformalize(_draw(kl, 9, rng), random_state=t)  # tau = max of 9 scores
+        sur.conformalize(_draw(kl, m_cal, rng), random_state=t)
+        if cap_split:
+            branches.add(tuple(sur.threshold_own_))
         X = _draw(kl, m_test, rng)
         g, dist, p = kl.exact(X, sigma)
         res = sur.certify(X)
         ok = (res.prediction == g) & (res.radius > 0)
         assert not np.any(ok & (res.radius > dist) & (res.radius > 0) & ~ok)
         top, y_hat, y_mc, k = sur._calibration_evidence(X, n_cal, 99, 10_000 + t)
-        exceed = sur._scores(y_hat, y_mc) > sur._threshold_for(top)
+        exceed = sur._scores(y_hat, y_mc) > sur._threshold_for(top, y_hat)
         fail = rs.clopper_pearson_lower(k, n_cal, sur.alpha_mc_) > np.where(top == g, p, 1 - p)
         strict = np.mean(ok & ~exceed & ~fail)
         assert strict <= np.mean(ok & (res.radius <= dist))  # stricter than "right"
-        misses += certified_accuracy_lower_bound(g, res, rho=rho) > strict
+        bound = certified_accuracy_lower_bound(g, res, rho=rho)
+        misses += bound > strict
+        slack.append(strict - bound)
         level = sur.alpha_conf + sur.alpha_mc_
         binomial_misses += np.mean(ok) - sps.binom.ppf(1 - rho, m_test, level) / m_test > strict
     tol = sps.binom.ppf(1 - 1e-4, reps, rho)
     assert misses <= tol, (misses, tol)
+    print(
+        f"conformal bound missed {misses}/{reps} (mean slack {np.mean(slack):.3f}), "
+        f"binomial {binomial_misses}/{reps}"
+    )
+    if cap_split:
+        assert (True, True) in branches and len(branches) > 1, branches
+        assert np.mean(slack) < 0.2  # informative (a Markov bound here would be 0)
+        return
     assert binomial_misses > tol, (binomial_misses, tol)
-    print(f"conformal bound missed {misses}/{reps}, binomial {binomial_misses}/{reps}")
     with pytest.raises(ValueError, match="share one calibrated threshold"):
         certified_accuracy_lower_bound(g, res, independent=True)
 
@@ -562,7 +628,7 @@ def _exact_counts(kl, sigma, X, n, rng):
     return np.stack([n - k1, k1], axis=1)
 
 
-def _event_trials(kl, sigma, sur, alpha_conf, trials, rng, m=99):
+def _event_trials(kl, sigma, sur, alpha_conf, trials, rng, m=99, seen=None):
     """Independent trials of the proof's events with exact-law Monte Carlo counts.
 
     Each trial: a fresh calibration set (counts from the exact binomial law, through
@@ -579,6 +645,8 @@ def _event_trials(kl, sigma, sur, alpha_conf, trials, rng, m=99):
     for _ in range(trials):
         X_cal = _draw(kl, m, rng)
         sur.conformalize(X_cal, counts=_exact_counts(kl, sigma, X_cal, n, rng))
+        if seen is not None:
+            seen(sur)  # a look at each calibration
         x = _draw(kl, 1, rng)
         g, dist, p = kl.exact(x, sigma)
         res = sur.certify(x)
@@ -586,9 +654,10 @@ def _event_trials(kl, sigma, sur, alpha_conf, trials, rng, m=99):
         top, h, q = sur._top(x)
         k = _exact_counts(kl, sigma, x, n, rng)[0, top]
         p_top = p if top[0] == g[0] else 1 - p
-        score = sur._scores(sur._prediction(h, q), sur._mc_bound(k, n, sur.alpha_mc_))
+        y_hat = sur._prediction(h, q)
+        score = sur._scores(y_hat, sur._mc_bound(k, n, sur.alpha_mc_))
         fail = rs.clopper_pearson_lower(k, n, sur.alpha_mc_) > p_top
-        events += int(score[0] > sur._threshold_for(top)[0] or fail[0])
+        events += int(score[0] > sur._threshold_for(top, y_hat)[0] or fail[0])
     return events, wrong
 
 
@@ -609,6 +678,33 @@ def test_guarantee_harness_catches_a_procedure_at_1_3x_the_bound(linear_setup):
     bad, _ = _event_trials(kl, sigma, sur, 0.07, trials, np.random.default_rng(7))
     assert bad > tol, (bad, tol)
     print(f"E {events}/{trials}, wrong {wrong}, tol {tol:.0f}, 1.37x control {bad}")
+
+
+@pytest.mark.slow
+def test_cap_split_keeps_the_guarantee(linear_setup):
+    """mondrian="cap": inputs predicted at the cap and the others get their own thresholds
+    (or, when a group is too small, both the pooled one). With n_calibration = 100 the cap
+    sits at z = 1.5, where about a sixth of these inputs are predicted: with 139
+    calibration inputs most trials take the own thresholds and some fall back. The proof's
+    events (fresh score above the input's own threshold, or a failed Monte Carlo bound)
+    stay within alpha_conf + alpha_mc and are not vacuous; a threshold set for twice the
+    claimed miscoverage fails the same harness."""
+    kl, sigma, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(n_calibration=100, mondrian="cap")
+    trials, alpha_conf = 1500, 0.05
+    tol = sps.binom.ppf(1 - 1e-4, trials, alpha_conf + sur.alpha_mc_)
+    own = []
+    events, wrong = _event_trials(
+        kl, sigma, sur, alpha_conf, trials, np.random.default_rng(41), m=139,
+        seen=lambda est: own.append(est.threshold_own_.copy()),
+    )  # fmt: skip
+    own = np.array(own)
+    assert wrong <= events <= tol, (wrong, events, tol)
+    assert events >= sps.binom.ppf(1e-4, trials, alpha_conf)  # near 0.05, not vacuous
+    assert 0.5 < own.all(axis=1).mean() < 1  # both branches taken
+    bad, _ = _event_trials(kl, sigma, sur, 0.1, trials, np.random.default_rng(41), m=139)
+    assert bad > tol, (bad, tol)
+    print(f"E {events}/{trials}, wrong {wrong}, tol {tol:.0f}, own {own.all(axis=1).mean():.2f}")
 
 
 @pytest.mark.parametrize("m", [499, 899, 999])
