@@ -148,12 +148,35 @@ def _cap_diagnostic(
     from rrise_sklearn.calibration import conformal_threshold
 
     if getattr(sur, "threshold_groups_", None) == "cap":
-        _, h_t, q_t = sur._top(X_test)
-        n_cap = int((sur._prediction(h_t, q_t) >= sur.prediction_cap_).sum())
+        # what-ifs from this calibration's scores (staged for the split's thresholds, so
+        # the pooled and weighted thresholds below are at or above their fully staged
+        # values): one pooled threshold, and one threshold on a weighted score
+        top, h_t, q_t = sur._top(X_test)
+        y_hat = sur._prediction(h_t, q_t)
+        t_cap = y_hat >= sur.prediction_cap_
+        _, h, q = sur._top(X_held)
+        at_cap = sur._prediction(h, q) >= sur.prediction_cap_
+        s = sur.calibration_scores_
+
+        def figures(z):
+            r = np.where(z > 0, sigma * z, 0.0)
+            a = certified_accuracy(y_test, sur.smoothed_._labels(top, r <= 0), r, RADII)
+            return " ".join(f"{100 * v:.1f}" for v in a) + (
+                f" % (gap {np.mean(100 * (acc_mc[:4] - a[:4])):.2f})"
+            )
+
+        whatif = [f"pooled tau {sur.pooled_threshold_:.3f}: "
+                  + figures(y_hat - sur.pooled_threshold_)]  # fmt: skip
+        for W in (2.0, 3.0, 5.0, 10.0):
+            tau_w = conformal_threshold(np.where(at_cap, s * W, s), sur.alpha_conf)
+            whatif.append(
+                f"W={W:g}: tau {tau_w:.3f}, " + figures(y_hat - np.where(t_cap, tau_w / W, tau_w))
+            )
         return (
             f"radius ceiling sigma*(cap - tau at the cap) = "
             f"{sigma * (sur.prediction_cap_ - sur.threshold_[0]):.3f} (cap "
-            f"{sur.prediction_cap_:.3f}); test inputs at the cap {n_cap}/{len(X_test)}"
+            f"{sur.prediction_cap_:.3f}); test inputs at the cap {int(t_cap.sum())}/"
+            f"{len(X_test)}\n{'':26s}what-if: " + "; ".join(whatif)
         )
     if np.ndim(sur.threshold_) or sur.pac_delta is not None:
         return "(not computed: one threshold per class, or pac_delta)"

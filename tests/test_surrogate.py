@@ -120,7 +120,11 @@ def test_default_configuration_keeps_the_guarantee(linear_setup):
 
 def test_threshold_equals_order_statistic_and_mapie(linear_setup):
     _, _, sur = linear_setup
-    assert sur.threshold_ == conformal_threshold(sur.calibration_scores_, sur.alpha_conf)
+    tau = conformal_threshold(sur.calibration_scores_, sur.alpha_conf)
+    if sur.threshold_groups_ == "cap":  # the default; no input reaches the cap here
+        assert sur.threshold_own_.tolist() == [False, False]
+        assert sur.threshold_group_sizes_.tolist() == [0, 100] and sur.pooled_threshold_ == tau
+    np.testing.assert_array_equal(np.unique(sur.threshold_), [tau])
     assert sur.n_calibration_ == 100
 
 
@@ -164,7 +168,8 @@ def test_mondrian_and_pac(linear_setup):
     pac = RRISESurrogate(smoothed, pac_delta=0.1, **common).fit(X)
     marg = RRISESurrogate(smoothed, **common).fit(X)
     np.testing.assert_array_equal(pac.calibration_scores_, marg.calibration_scores_)
-    assert pac.threshold_ >= marg.threshold_
+    assert pac.threshold_groups_ == "one"  # "auto": the cap split needs the marginal threshold
+    assert np.all(pac.threshold_ >= marg.threshold_)
     raw = RRISESurrogate(smoothed, loss="js", calibrate=False, **common).fit(X)
     assert not hasattr(raw, "threshold_")
     top, h, q = raw._top(X)
@@ -333,12 +338,11 @@ def test_verify_flags_a_broken_threshold(linear_setup):
     assert report.n_inputs == 200
     assert 0 <= report.n_contradicted <= report.n_certified
     assert report.rate == report.n_exceed / 200
-    saved = sur.threshold_
-    try:
-        sur.threshold_ = saved - 5.0  # a far too optimistic calibration
-        bad = sur.verify(X)
-    finally:
-        sur.threshold_ = saved
+    bad_sur = copy.deepcopy(sur)
+    bad_sur.threshold_ = sur.threshold_ - 5.0  # a far too optimistic calibration
+    if hasattr(sur, "pooled_threshold_"):  # the cap split's verify tests the pooled one
+        bad_sur.pooled_threshold_ = sur.pooled_threshold_ - 5.0
+    bad = bad_sur.verify(X)
     assert bad.alarm and bad.n_exceed > report.n_exceed and bad.p_value < 1e-6
     # another n than the calibration's changes the scores' law: refused
     with pytest.raises(ValueError, match="differs from the calibration's n_calibration"):
@@ -523,7 +527,9 @@ def test_ensemble_of_members_is_one_calibrated_network(linear_setup, tmp_path):
     expected = torch.softmax(logp.double(), 1).numpy()
     np.testing.assert_allclose(ens.predict_proba(X_test), expected, rtol=1e-5, atol=1e-7)
     # calibrated as one fixed function: threshold = order statistic of its own scores
-    assert ens.threshold_ == conformal_threshold(ens.calibration_scores_, 0.1)
+    np.testing.assert_array_equal(
+        np.unique(ens.threshold_), [conformal_threshold(ens.calibration_scores_, 0.1)]
+    )
     path = tmp_path / "ens.joblib"
     joblib.dump(ens, path)
     again = joblib.load(path)
