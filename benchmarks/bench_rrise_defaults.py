@@ -261,7 +261,12 @@ def load(dataset: str) -> dict:
 
 
 def bench_sigma(
-    sigma: float, seeds: list[int], quick: bool, overrides: dict, dataset: str = "digits"
+    sigma: float,
+    seeds: list[int],
+    quick: bool,
+    overrides: dict,
+    dataset: str = "digits",
+    device: str = "cpu",
 ) -> dict:
     data = load(dataset)
     X_base, y_base = data["base"]
@@ -270,8 +275,10 @@ def bench_sigma(
     n, n_ref = (1_000, 5_000) if quick else (10_000, 100_000 if dataset == "digits" else 20_000)
     clf = SmoothedClassifier(
         MLP, sigma=sigma, max_epochs=15 if quick else 60, lr=1e-3, batch_size=64, n0=100, n=n,
-        alpha=0.001, random_state=0,
+        alpha=0.001, random_state=0, device=device,
     ).fit(X_base, y_base)  # fmt: skip
+    if device != "cpu":  # the surrogate's own networks train and run there too
+        overrides = {**overrides, "device": device}
     t0 = time.perf_counter()
     mc = clf.certify(X_test)
     t_mc = (time.perf_counter() - t0) / len(X_test)
@@ -368,6 +375,7 @@ def main() -> None:
         action="store_true",
         help="MNIST-5k with the defaults' sample sizes (slow on a CPU)",
     )
+    ap.add_argument("--device", default="cpu", help='torch device, e.g. "cuda"')
     ap.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a surrogate parameter (Python literal) for every row, e.g. n_calibration=100000",
@@ -385,12 +393,14 @@ def main() -> None:
         overrides[name] = ast.literal_eval(value)
     if args.set:
         print(f"surrogate settings set for every row (not the defaults): {overrides}")
+    gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else ""
     print(
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}, device {args.device} {gpu}"
     )
     summary = {
-        s: bench_sigma(s, args.seeds, args.quick, overrides, args.dataset) for s in args.sigmas
+        s: bench_sigma(s, args.seeds, args.quick, overrides, args.dataset, args.device)
+        for s in args.sigmas
     }
     print(f"\nover seeds {args.seeds} (mean, min-max):")
     for s, o in summary.items():
