@@ -14,7 +14,8 @@ process and interleaved rounds:
 
 Prints noisy samples per second (median over rounds) and the ratios.
 
-Run: ``.venv/bin/python benchmarks/bench_engine.py [--n 10000 --rounds 3]``
+Run: ``.venv/bin/python benchmarks/bench_engine.py [--n 10000 --rounds 3] [--device cuda]``
+(on a GPU the raw forward also tries batches of 16,384 and 65,536 rows)
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ from rrise_sklearn.sampling import monte_carlo_counts, tuned_batch_size
 CANDIDATES = (256, 1024, 4096)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def raw_forward(module, batch, total):
     reps = max(1, total // len(batch))
     with torch.inference_mode():
+        _sync(batch.device)
         t = time.perf_counter()
         for _ in range(reps):
             module(batch).argmax(1)
+        _sync(batch.device)
         return reps * len(batch) / (time.perf_counter() - t)
 
 
@@ -51,9 +59,9 @@ def engine(module, X, n, batch_size, sigma):
     return len(X) * n / (time.perf_counter() - t)
 
 
-def per_input_loop(module, X, n, batch_size, sigma):
+def per_input_loop(module, X, n, batch_size, sigma, device="cpu"):
     """Reference-style loop: one input at a time, counts on the host."""
-    Xt = torch.as_tensor(X)
+    Xt = torch.as_tensor(X).to(device)
     t = time.perf_counter()
     with torch.inference_mode():
         for x in Xt:
@@ -76,7 +84,11 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.25)
     ap.add_argument("--loop-batch", type=int, default=250, help="the reference loop's batch")
     ap.add_argument("--models", default="", help="only models whose name contains this text")
+    ap.add_argument("--device", default="cpu", help='torch device, e.g. "cuda"')
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    # a GPU's best batch is larger: try up to 65,536 rows there
+    candidates = CANDIDATES + ((16_384, 65_536) if dev.type == "cuda" else ())
 
     X, _ = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
@@ -90,11 +102,12 @@ def main() -> None:
         ("small CNN 3x32x32", SmallCNN(3072, 10, channels=3).eval(),
          rng.random((8, 3, 32, 32), dtype=np.float32)),
     ]  # fmt: skip
+    gpu = f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}"
+        f"threads {torch.get_num_threads()}, device {dev}{gpu}"
     )
-    print(f"n={args.n} rounds={args.rounds} (median); raw forward at batch {CANDIDATES}")
+    print(f"n={args.n} rounds={args.rounds} (median); raw forward at batch {candidates}")
     print(
         f"{'model':28s} {'best raw/s':>11s} {'@batch':>6s} {'engine/s':>10s} {'auto':>5s} "
         f"{'eng4096/s':>10s} {'loop/s':>10s} {'eng/best':>8s} {'4096/best':>9s} {'eng/loop':>8s}"
@@ -102,19 +115,20 @@ def main() -> None:
     for name, module, Xm in cases:
         if args.models not in name:
             continue
+        module = module.to(dev)
         total = len(Xm) * args.n
-        auto = tuned_batch_size(module, torch.as_tensor(Xm), total)  # the engine's choice
-        raw = {b: [] for b in CANDIDATES}
+        auto = tuned_batch_size(module, torch.as_tensor(Xm).to(dev), total)  # the engine's choice
+        raw = {b: [] for b in candidates}
         eng, eng4096, loop = [], [], []
         for _ in range(args.rounds):  # interleaved so machine noise hits all alike
-            for b in CANDIDATES:
-                batch = torch.as_tensor(np.repeat(Xm, -(-b // len(Xm)), axis=0)[:b])
+            for b in candidates:
+                batch = torch.as_tensor(np.repeat(Xm, -(-b // len(Xm)), axis=0)[:b]).to(dev)
                 batch = batch + args.sigma * torch.randn_like(batch)
                 raw[b].append(raw_forward(module, batch, total))
             eng.append(engine(module, Xm, args.n, "auto", args.sigma))
             eng4096.append(engine(module, Xm, args.n, 4096, args.sigma))
-            loop.append(per_input_loop(module, Xm, args.n, args.loop_batch, args.sigma))
-        best_b = max(CANDIDATES, key=lambda b: statistics.median(raw[b]))
+            loop.append(per_input_loop(module, Xm, args.n, args.loop_batch, args.sigma, dev))
+        best_b = max(candidates, key=lambda b: statistics.median(raw[b]))
         r = statistics.median(raw[best_b])
         e, e4, lp = (statistics.median(v) for v in (eng, eng4096, loop))
         print(

@@ -227,3 +227,24 @@ def test_auto_batch_is_capped_by_activation_memory():
         assert tuned_batch_size(cnn, X, total_rows=100) == 100
         wide = torch.nn.Linear(4, 2**22)  # 16 MiB per row: a handful of rows per batch
         assert tuned_batch_size(wide, torch.zeros(1, 4), total_rows=10**6) == 5
+
+
+def test_cuda_batches_may_be_larger_within_a_share_of_free_memory():
+    """On CUDA the tuner may pick up to 65,536 rows, within a quarter of the free memory."""
+    from rrise_sklearn.sampling import _allowed_batches
+
+    cnn_row = 3 * 64 * 32 * 32 * 4  # the 3x32x32 SmallCNN's estimate (test above)
+    assert _allowed_batches(cnn_row, "cpu") == [256]  # 256 MiB on the CPU, whatever is free
+    assert _allowed_batches(cnn_row, "cpu", free_bytes=80 * 2**30) == [256]
+    # 80 GiB free: 8 GiB (the ceiling) / 786 kB per row = 10,922 rows
+    assert _allowed_batches(cnn_row, "cuda", free_bytes=80 * 2**30) == [256, 1024, 4096]
+    # 2 GiB free: a quarter is 512 MiB = 682 rows
+    assert _allowed_batches(cnn_row, "cuda", free_bytes=2 * 2**30) == [256]
+    # never below the CPU's 256 MiB budget; unknown free memory: that budget too
+    assert _allowed_batches(cnn_row, "cuda", free_bytes=2**20) == [256]
+    assert _allowed_batches(cnn_row, "cuda") == [256]
+    small = 3 * 256 * 4  # the digits MLP
+    assert _allowed_batches(small, "cuda", free_bytes=80 * 2**30)[-1] == 65_536
+    assert _allowed_batches(small, "cpu")[-1] == 4096
+    assert _allowed_batches(16 * 2**20, "cpu") == [16]  # one row's worth over the cap
+    assert _allowed_batches(0, "cuda") == [256, 1024, 4096, 16_384, 65_536]  # plain callables
