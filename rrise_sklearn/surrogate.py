@@ -438,7 +438,9 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         killed ``fit`` resumes where it stopped and gives the same surrogate.
         Needs an int ``random_state``. Verification counts are not cached.
     verbose : int, default=0
-        ``> 0`` prints skorch's epoch log and shows progress bars.
+        ``> 0`` prints an epoch log (skorch's, or one line per epoch with the
+        members' mean training loss when they train as one batched network)
+        and shows progress bars.
     **kwargs
         skorch parameters (``lr``, ``max_epochs``, ``batch_size``,
         ``optimizer``, ``callbacks``, ``device``, ``module__*``, ...).
@@ -982,14 +984,15 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         per member. Taken for MLP members without dropout under the default
         training loop (element-wise optimizer, no callbacks but
         :class:`~rrise_sklearn.callbacks.EpochProgress` bars, no validation
-        split, no fit parameters, ``verbose=0``); anything else takes the loop.
+        split, no fit parameters); anything else takes the loop. With
+        ``verbose > 0`` it prints one line per epoch: the members' mean
+        training loss and the epoch's seconds.
         """
         it_kw = self.get_params_for("iterator_train")
         progress = _progress_only(self.callbacks)
         if (
             len(seeds) < 2
             or fit_params
-            or self.verbose
             or self.warm_start
             or self.train_split is not None
             or progress is None
@@ -1000,15 +1003,19 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         ):
             return None
         inits = []
-        for seed in seeds:
-            torch.manual_seed(int(seed))
-            self.initialize()
-            layers = _dense_layers(self.module_)
-            if layers is None or any(
-                isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.module_.modules()
-            ):
-                return None
-            inits.append((self.module_, layers))
+        verbose, self.verbose = self.verbose, 0  # no "Re-initializing ..." line per member
+        try:
+            for seed in seeds:
+                torch.manual_seed(int(seed))
+                self.initialize()
+                layers = _dense_layers(self.module_)
+                if layers is None or any(
+                    isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.module_.modules()
+                ):
+                    return None
+                inits.append((self.module_, layers))
+        finally:
+            self.verbose = verbose
         device = torch.device(self.device)
         with torch.no_grad():
             params = [
@@ -1030,7 +1037,11 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         bs = int(self.batch_size) if self.batch_size != -1 else N
         bars = [_epoch_bar(cb.desc, int(self.max_epochs)) for cb in progress]
-        for _ in range(int(self.max_epochs)):
+        if self.verbose:
+            print(f"training {k} members as one batched network ({N} rows, batch {bs})")
+            print(f"{'epoch':>7}  {'train_loss':>12}  {'dur':>7}\n{'-' * 7}  {'-' * 12}  {'-' * 7}")
+        for epoch in range(int(self.max_epochs)):
+            t_epoch = time.perf_counter()
             total = 0.0
             order = torch.stack([torch.randperm(N, generator=g) for g in gens]).to(device)
             for i in range(0, N, bs):
@@ -1050,6 +1061,9 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             for bar in bars:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / (k * N):.4f}")  # members' mean train loss
+            if self.verbose:
+                dur = time.perf_counter() - t_epoch
+                print(f"{epoch + 1:>7}  {total / (k * N):>12.4f}  {dur:>7.4f}", flush=True)
         for bar in bars:
             bar.close()
         members = []

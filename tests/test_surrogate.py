@@ -857,7 +857,7 @@ def test_calibration_inputs_repeating_training_inputs_warn_or_fail(linear_setup)
 
 
 @pytest.mark.filterwarnings("error")
-def test_members_trained_together_get_the_updates_they_would_alone(linear_setup):
+def test_members_trained_together_get_the_updates_they_would_alone(linear_setup, capsys):
     """The batched training of an MLP ensemble: each member's final weights equal those of
     a plain torch loop that trains that member alone (same initialization, same per-epoch
     orders from its seed, its own Adam); settings it cannot reproduce take skorch's loop."""
@@ -876,9 +876,18 @@ def test_members_trained_together_get_the_updates_they_would_alone(linear_setup)
     with_bar = RRISESurrogate(smoothed, **kw, callbacks=[("bar", EpochProgress("surrogate"))])
     with_bar._prepare(np.zeros((1, X.shape[1]), np.float32))
     same = with_bar._fit_stacked(X, T, seeds, {})  # a progress bar keeps the batched path
-    for a, b in zip(members, same, strict=True):
-        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+    loud = RRISESurrogate(smoothed, **kw, verbose=1)
+    loud._prepare(np.zeros((1, X.shape[1]), np.float32))
+    capsys.readouterr()
+    logged = loud._fit_stacked(X, T, seeds, {})  # verbose keeps it too, with an epoch log
+    log = capsys.readouterr().out.splitlines()
+    assert log[0] == "training 3 members as one batched network (150 rows, batch 64)"
+    assert [line.split()[0] for line in log[3:]] == ["1", "2"]  # one line per epoch
+    assert all(float(line.split()[1]) > 0 for line in log[3:])  # the mean training loss
+    for a, b, c in zip(members, same, logged, strict=True):
+        for p, q, r in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
+            torch.testing.assert_close(p, r, rtol=0, atol=0)
     for j, seed in enumerate(seeds):
         net = copy.deepcopy(smoothed.module_)
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -897,7 +906,6 @@ def test_members_trained_together_get_the_updates_they_would_alone(linear_setup)
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not torch.equal(members[0].net[0].weight, members[1].net[0].weight)
     for change in (
-        {"verbose": 1},
         {"optimizer": torch.optim.LBFGS},
         {"module": MLP, "module__dropout": 0.2},
         {"callbacks": [("progress", EpochProgress("surrogate")), ("timer", EpochTimer())]},
