@@ -31,8 +31,10 @@ sizes are lowered to fit a 2-core CPU (printed in the header; not the
 defaults; ``--full`` keeps the defaults) and the reference has 20,000 samples.
 
 Run: ``.venv/bin/python benchmarks/bench_rrise_defaults.py [--sigmas 0.25 0.5] [--seeds 0 1 2]
-[--dataset digits|mnist] [--set NAME=VALUE ...]`` (``--quick`` for a smoke run with small sample
-sizes; ``--set`` changes a surrogate parameter for every row)
+[--dataset digits|mnist] [--full] [--set NAME=VALUE ...] [--device cuda]`` (``--quick`` for a smoke
+run with small sample sizes; ``--set`` changes a surrogate parameter for every row; ``--device``
+trains and runs the base network and the surrogate there: on a GPU, ``--dataset mnist --full``
+takes about a minute per seed)
 """
 
 from __future__ import annotations
