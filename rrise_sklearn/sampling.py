@@ -853,7 +853,7 @@ def precompute_counts(
     ----------
     model : torch.nn.Module
         The base classifier (logits or scores of shape ``(batch, n_classes)``).
-    X : array-like of shape (n_inputs, *input_shape)
+    X : array-like of shape (n_inputs, ...)
         Inputs.
     sigma, n, n_classes, noise_sharing, batch_size, device :
         As in :func:`monte_carlo_counts`.

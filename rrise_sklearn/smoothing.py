@@ -205,7 +205,7 @@ class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
         Number of features seen in ``fit``.
     module_ : torch.nn.Module
         The trained base network.
-    training_inputs_ : ndarray of shape (n_samples, *input_shape)
+    training_inputs_ : ndarray of shape (n_samples, ...)
         The inputs of the last ``fit`` (without their noise). An
         :class:`~rrise_sklearn.RRISESurrogate` trains on them by default, so
         that all of its own ``X`` can calibrate. Not set by ``partial_fit`` nor

@@ -855,7 +855,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, *input_shape)
+        X : array-like of shape (n_samples, ...)
             Inputs used to train neither the smoothed classifier nor the
             surrogate: the calibration set (exchangeable with the inputs to
             certify). Inputs identical to the surrogate's training inputs are
@@ -1674,7 +1674,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
 
         Parameters
         ----------
-        X : array-like of shape (m, *input_shape)
+        X : array-like of shape (m, ...)
             The latest batch of deployment inputs (not used for training or
             calibration).
         level : float, default=0.01
