@@ -196,13 +196,19 @@ class MeanLogProbEnsemble(torch.nn.Module):
         tensors' version counters); ``None`` for other architectures, which
         take the loop.
         """
+        signature = _layer_ids(self.members)
+        if self._stacked is not None and self._stacked[0] == signature:
+            # same members, same layer objects: reuse unless a weight tensor was replaced
+            # or changed in place (version counters)
+            _, linears, key, layers, _ = self._stacked
+            try:
+                if _weights_key(linears) == key:
+                    return layers
+            except (AttributeError, KeyError):  # a bias removed: rebuild (and refuse) below
+                pass
         specs = [_dense_layers(m) for m in self.members]
         if any(s is None for s in specs) or len({tuple(map(len, s)) for s in specs}) != 1:
             return None
-        params = [p for s in specs for layer in s for p in layer[:2]]
-        key = tuple((id(p), p._version) for p in params)
-        if self._stacked is not None and self._stacked[0] == key:
-            return self._stacked[1]
         shapes = {tuple((w.shape, b.shape, act) for w, b, act in s) for s in specs}
         if len(shapes) != 1:
             return None
@@ -215,7 +221,15 @@ class MeanLogProbEnsemble(torch.nn.Module):
                 )
                 for i in range(len(specs[0]))
             ]
-        self._stacked = (key, layers)
+        linears = [m for k in self.members for m in k.net if isinstance(m, torch.nn.Linear)]
+        # strong references to every object whose id is in the keys, so that no id can be
+        # reused by a new layer or tensor while this cache entry lives
+        alive = (
+            list(self.members),
+            [list(k.net) for k in self.members],
+            [(m.weight, m.bias) for m in linears],
+        )
+        self._stacked = (signature, linears, _weights_key(linears), layers, alive)
         return layers
 
 
@@ -235,6 +249,26 @@ def _dense_layers(module: torch.nn.Module) -> list | None:
         elif not isinstance(layer, torch.nn.Dropout):  # dropout is the identity in eval mode
             return None
     return [tuple(x) for x in out]
+
+
+def _layer_ids(members: Any) -> tuple:
+    """Ids of the members and of their MLP layers: changes when any of them is replaced."""
+    from .nets import MLP
+
+    # through ``_modules`` (plain dicts): ``m.net`` would go through Module.__getattr__
+    return tuple(
+        (id(m), *map(id, m._modules["net"]._modules.values())) if isinstance(m, MLP) else (id(m),)
+        for m in members
+    )
+
+
+def _weights_key(linears: list) -> tuple:
+    """Identity and version counter of every weight and bias of ``linears``."""
+    params = (m._parameters for m in linears)  # a plain dict: faster than m.weight, m.bias
+    return tuple(
+        (id(w), w._version, id(b), b._version)
+        for w, b in ((p["weight"], p["bias"]) for p in params)
+    )
 
 
 def _fused_mean_log_softmax(layers: list, x: torch.Tensor) -> torch.Tensor:
@@ -720,7 +754,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         if then is None:
             return
         now = self._calibrated_setting()
-        changed = [k for k in then if not np.isclose(then[k], now[k], rtol=1e-12, atol=0)]
+        changed = [k for k in then if not abs(then[k] - now[k]) <= 1e-12 * abs(now[k])]
         if changed:
             what = ", ".join(f"{k}={then[k]!r} then, {now[k]!r} now" for k in changed)
             raise ValueError(

@@ -337,3 +337,42 @@ def test_surrogate_radii_are_finite_for_any_valid_input(models, rows, scale, dty
     res = sur.certify(Z)
     assert np.all(np.isfinite(res.radius)) and np.all(res.radius >= 0)
     assert np.all((res.radius > 0) == (res.prediction != sur.smoothed_.abstain_label_))
+
+
+def test_the_one_input_fast_path_returns_what_scikit_learn_would(models):
+    """Fitted estimators skip scikit-learn's generic checks only for inputs those checks would
+    return unchanged; every other input gets them (and their errors and warnings)."""
+    from sklearn.utils.validation import validate_data
+
+    from rrise_sklearn._validation import _checked_already, validate_inputs
+
+    pd = pytest.importorskip("pandas")
+
+    X, y, clf, sur = models
+    x = np.ascontiguousarray(X[:1], dtype=np.float32)
+    for est in (clf, sur):
+        assert _checked_already(est, x)
+        assert validate_inputs(est, x, reset=False) is x
+        np.testing.assert_array_equal(
+            validate_inputs(est, x, reset=False), validate_data(est, x, reset=False)
+        )
+        others = [
+            x.astype(np.float64),  # converted
+            np.asfortranarray(np.repeat(x, 3, axis=0)),  # made contiguous
+            _with(x, 2, np.nan),  # refused
+            x[:, :-1],  # refused: other width
+            x[:0],  # refused: no rows
+        ]
+        for other in others:
+            assert not _checked_already(est, other)
+    assert not _checked_already(sur, torch.as_tensor(x))  # tensors take the general path
+    with pytest.raises(ValueError, match="NaN"):
+        sur.certify(_with(x, 2, np.nan))
+    with pytest.raises(ValueError, match="features"):
+        sur.certify(x[:, :-1])
+    # fitted on a DataFrame: an array without names still gets scikit-learn's warning
+    named = SmoothedClassifier(MLP, module__hidden=4, max_epochs=1, n0=10, n=20, random_state=0)
+    named.fit(pd.DataFrame(X[:100], columns=[f"p{i}" for i in range(X.shape[1])]), y[:100])
+    assert not _checked_already(named, x)
+    with pytest.warns(UserWarning, match="feature names"):
+        named.predict(x)
