@@ -52,7 +52,6 @@ def _checked_already(est: Any, X: Any) -> bool:
         and X.dtype == np.float32
         and X.flags.c_contiguous
         and X.shape[0] >= 1
-        and X.shape[1] >= 1
         and getattr(est, "input_shape_", None) == (X.shape[1],)
         and getattr(est, "n_features_in_", None) == X.shape[1]
         and not hasattr(est, "feature_names_in_")

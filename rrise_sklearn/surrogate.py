@@ -1285,7 +1285,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         if mode == "class":
             groups = [np.flatnonzero(top == c) for c in range(len(self.classes_))]
         elif mode == "cap":
-            below = y_hat < self.prediction_cap_
+            below = self._below_cap(y_hat)
             groups = [np.flatnonzero(~below), np.flatnonzero(below)]
         else:
             groups = [np.arange(m)]
@@ -1444,7 +1444,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
                 self._cross_check(y_hat, y_mc, tau)
             self.threshold_ = tau
         elif mode == "cap":
-            below = y_hat < self.prediction_cap_
+            below = self._below_cap(y_hat)
             thr, own, pooled = two_group_thresholds(scores, below, self.alpha_conf)
             self._cross_check(y_hat, y_mc, pooled)
             for j, sel in enumerate((~below, below)):
@@ -1509,7 +1509,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         if groups == "cap":
             if y_hat is None:
                 raise TypeError("_threshold_for needs y_hat with mondrian='cap'")
-            return tau[(np.asarray(y_hat) < self.prediction_cap_).astype(np.int64)]
+            return tau[self._below_cap(y_hat).astype(np.int64)]
         return tau[top]
 
     def _scores(self, y_hat: np.ndarray, y_mc: np.ndarray) -> np.ndarray:
@@ -1665,8 +1665,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
             # the test counts the scores above the pooled threshold: computed the same way
             # whichever thresholds the calibration deployed, so its law needs no condition
             tested = scores > self.pooled_threshold_
-            m_cal = int(self.n_calibration_)
-            law = ([len(X)], [m_cal], [conformal_rank(m_cal, self.alpha_conf)])
+            law = self._pooled_law(len(X))
         else:
             tested = exceed
             law = self._exceedance_groups(top)
@@ -1797,8 +1796,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         if self._threshold_groups != "cap":
             m_new, m_cal, rank = self._exceedance_groups(top)
             return {"conformal_groups": {"m_new": m_new, "m_cal": m_cal, "rank": rank}}
-        below = np.asarray(y_hat) < self.prediction_cap_
-        m_cal_all = int(self.n_calibration_)
+        below = self._below_cap(y_hat)
         own = self.threshold_own_
         sizes_new = np.array([int((~below).sum()), int(below.sum())])
         sizes_cal = np.asarray(self.threshold_group_sizes_, dtype=np.int64)
@@ -1817,14 +1815,21 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         if not own.all():
             # inputs of a group without its own threshold: count every new input against
             # the pooled threshold (at least as many exceedances)
-            laws.append(
-                {
-                    "m_new": np.array([len(top)]),
-                    "m_cal": np.array([m_cal_all]),
-                    "rank": np.array([conformal_rank(m_cal_all, self.alpha_conf)]),
-                }
-            )
+            m_new, m_cal, rank = self._pooled_law(len(top))
+            laws.append({"m_new": m_new, "m_cal": m_cal, "rank": rank})
         return {"conformal_groups": laws, "conformal_split": 2}
+
+    def _pooled_law(
+        self, m_new: int, pac_delta: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(m_new, m_cal, rank)`` of one threshold over the whole calibration set."""
+        m = int(self.n_calibration_)
+        rank = conformal_rank(m, self.alpha_conf, pac_delta)
+        return np.array([int(m_new)]), np.array([m]), np.array([rank])
+
+    def _below_cap(self, y_hat: np.ndarray) -> np.ndarray:
+        """The cap split's groups: ``True`` where the capped prediction is below the cap."""
+        return np.asarray(y_hat) < self.prediction_cap_
 
     def _exceedance_groups(self, top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per calibration group: new inputs, calibration inputs, threshold rank.
@@ -1833,12 +1838,7 @@ class RRISESurrogate(ModelFileMixin, ClassifierMixin, NeuralNet):
         rank ``m_cal + 1`` (no exceedances possible).
         """
         if self._threshold_groups == "one":
-            m = int(self.n_calibration_)
-            return (
-                np.array([len(top)]),
-                np.array([m]),
-                np.array([conformal_rank(m, self.alpha_conf, self.pac_delta)]),
-            )
+            return self._pooled_law(len(top), self.pac_delta)
         K = len(self.classes_)
         m_new = np.bincount(top, minlength=K)
         m_cal = np.bincount(self.calibration_classes_, minlength=K)
