@@ -92,7 +92,7 @@ def gaps_at(
         for seed in seeds:
             t0 = time.perf_counter()
             ens = RRISESurrogate(
-                clf, n_members=members, n_calibration=n_cal, n_refine=None, refine_size=0.1,
+                clf, n_members=members, n_calibration=n_cal, n_refine=None,
                 alpha_conf=0.01, max_epochs=30, random_state=seed,
             ).fit(X_rr, train_inputs=X_b, train_counts=c_b, calibration_counts=c_all)  # fmt: skip
             variants = [(name, ens, time.perf_counter() - t0)]
@@ -124,7 +124,7 @@ def gaps_at(
         out = {name: []}
         for seed in seeds:
             ens = RRISESurrogate(
-                clf, n_members=members, n_calibration=n_cal, n_refine=None, refine_size=0.1,
+                clf, n_members=members, n_calibration=n_cal, n_refine=None,
                 alpha_conf=0.01, max_epochs=30, random_state=seed,
             ).fit(
                 X_cal,

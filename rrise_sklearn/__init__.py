@@ -15,17 +15,20 @@ Main entry points:
   metrics they rest on.
 """
 
+from .conformal import StaleCalibrationError
+from .monitoring import MonitorReport, VerificationReport
 from .persistence import load, save
 from .pipeline import certify
 from .results import CertificationResult
 from .smoothing import SmoothedClassifier
-from .surrogate import MonitorReport, RRISESurrogate, VerificationReport
+from .surrogate import RRISESurrogate
 
 __all__ = [
     "CertificationResult",
     "MonitorReport",
     "RRISESurrogate",
     "SmoothedClassifier",
+    "StaleCalibrationError",
     "VerificationReport",
     "certify",
     "load",

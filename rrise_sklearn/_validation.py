@@ -125,3 +125,40 @@ def inferred_module_kwargs(input_shape: tuple[int, ...], n_classes: int) -> dict
     if len(input_shape) == 3:  # (channels, height, width)
         kw["channels"] = int(input_shape[0])
     return kw
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_count(value: Any, name: str, *, minimum: int = 1, none_ok: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer ``>= minimum`` (or ``None``)."""
+    if none_ok and value is None:
+        return
+    if not (_is_int(value) and value >= minimum):
+        what = ("None or " if none_ok else "") + f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
+
+
+def check_level(value: Any, name: str, *, none_ok: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` lies in (0, 1) (or is ``None``)."""
+    if none_ok and value is None:
+        return
+    ok = isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool)
+    if not (ok and 0 < value < 1):
+        raise ValueError(f"{name} must {'be None or ' if none_ok else ''}lie in (0, 1); "
+                         f"got {value!r}.")  # fmt: skip
+
+
+def check_share(value: Any, name: str, *, count_ok: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a share in (0, 1) (or, with ``count_ok``, an
+    integer number of inputs ``>= 1``)."""
+    if isinstance(value, (float, np.floating)) and 0 < value < 1:
+        return
+    if count_ok and _is_int(value) and value >= 1:
+        return
+    raise ValueError(
+        f"{name} must be a share in (0, 1)"
+        + (" or a number of inputs >= 1" if count_ok else "")
+        + f"; got {value!r}."
+    )

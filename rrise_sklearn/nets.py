@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "LinearModel"]
+__all__ = ["JensenShannonLoss", "LinearModel", "MLP", "SmallCNN"]
 
 
 class MLP(nn.Module):
@@ -155,3 +155,34 @@ class LinearModel(nn.Module):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.linear(X.reshape(X.shape[0], -1))
+
+
+class JensenShannonLoss(torch.nn.Module):
+    """Jensen-Shannon divergence between ``softmax(logits)`` and target frequencies.
+
+    The loss of the prior offline surrogate (Accelerated Smoothing, Bhardwaj et
+    al. 2024), kept as a baseline: ``RRISESurrogate(smoothed,
+    criterion=JensenShannonLoss)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from rrise_sklearn.nets import JensenShannonLoss
+    >>> target = torch.tensor([[0.9, 0.1]])
+    >>> float(JensenShannonLoss()(torch.log(target), target)) < 1e-7  # equal: no loss
+    True
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=1)
+        p = logp.exp()
+        m = 0.5 * (p + target)
+        logm = torch.log(m.clamp_min(1e-12))
+        kl_p = (p * (logp - logm)).sum(1)
+        kl_t = torch.where(
+            target > 0,
+            target * (torch.log(target.clamp_min(1e-12)) - logm),
+            torch.zeros_like(target),
+        ).sum(1)
+        return (0.5 * (kl_p + kl_t)).mean()
+

@@ -63,6 +63,10 @@ import numpy as np
 import torch
 
 from ._io import write_atomic
+from .conformal import ConformalCalibration
+from .ensemble import MeanLogProbEnsemble, state_digest
+from .smoothing import SmoothedClassifier, build_module
+from .surrogate import RRISESurrogate
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "is_model_file", "load", "save"]
 
@@ -300,7 +304,6 @@ class _Writer:
 def _save_smoothed(
     est: Any, w: _Writer, prefix: str, dropped: list, include_training_data: bool = False
 ) -> dict:
-    from .smoothing import SmoothedClassifier
 
     if not isinstance(est, SmoothedClassifier) or not est.__sklearn_is_fitted__():
         raise TypeError("save needs a fitted SmoothedClassifier (call fit first).")
@@ -326,7 +329,6 @@ def _save_smoothed(
 
 
 def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: bool) -> dict:
-    from .surrogate import MeanLogProbEnsemble, RRISESurrogate
 
     if not isinstance(est, RRISESurrogate) or not hasattr(est, "smoothed_"):
         raise TypeError("save needs a fitted RRISESurrogate (call fit first).")
@@ -341,30 +343,9 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
         if _jsonable(getattr(est, "amortization_", None))
         else None,
     }
-    if hasattr(est, "threshold_"):
-        fitted.update(
-            {
-                "threshold": w.array("surrogate_threshold", est.threshold_),
-                "threshold_per_class": bool(np.ndim(est.threshold_) > 0),
-                "threshold_groups": est._threshold_groups,
-                "calibration_scores": w.array("surrogate_scores", est.calibration_scores_),
-                "calibration_classes": w.array("surrogate_score_classes", est.calibration_classes_),
-                "refined": w.array("surrogate_refined", est.refined_),
-                "refine_levels": w.array("surrogate_refine_levels", est.refine_levels_),
-                "first_stage_scores": w.array("surrogate_stage1_scores", est.first_stage_scores_),
-                "first_stage_alpha": float(est.first_stage_alpha_),
-                "prediction_cap": float(est.prediction_cap_),
-                "n_calibration": int(est.n_calibration_),
-                "calibration_samples": int(est.calibration_samples_),
-                "calibrated_for": _plain(getattr(est, "calibrated_for_", None)),
-            }
-        )
-    if getattr(est, "threshold_groups_", None) == "cap":
-        fitted["cap_split"] = {
-            "own": [bool(v) for v in est.threshold_own_],
-            "group_sizes": [int(v) for v in est.threshold_group_sizes_],
-            "pooled_threshold": float(est.pooled_threshold_),
-        }
+    cal = getattr(est, "calibration_", None)
+    if cal is not None:
+        fitted.update(_calibration_fields(cal, w))
     if include_training_data and hasattr(est, "train_inputs_"):
         fitted["train_inputs"] = w.array("surrogate_train_inputs", est.train_inputs_)
         fitted["train_counts"] = w.array("surrogate_train_counts", est.train_counts_)
@@ -473,8 +454,6 @@ def save(estimator: Any, path: str | os.PathLike, *, include_training_data: bool
 
 
 def _save_final(est: Any, w: _Writer, dropped: list, include_training_data: bool) -> dict:
-    from .smoothing import SmoothedClassifier
-    from .surrogate import RRISESurrogate
 
     if isinstance(est, RRISESurrogate):
         return _save_surrogate(est, w, dropped, include_training_data)
@@ -665,7 +644,6 @@ def _build_params(spec: dict, path: str, device: Any) -> dict:
 
 
 def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
-    from .smoothing import SmoothedClassifier
 
     if spec.get("class") != "SmoothedClassifier":
         raise ModelFileError(f"{r.path}: expected a SmoothedClassifier entry")
@@ -703,11 +681,10 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
 
 
 def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
-    from .smoothing import build_module
-    from .surrogate import MeanLogProbEnsemble, RRISESurrogate
 
     smoothed = _load_smoothed(_get(spec, "smoothed", r.path), r, module, device)
     params = _build_params(spec, r.path, device)
+    _drop_removed_options(params, r.path)
     net_spec = _get(spec, "network", r.path)
     cls = None if net_spec.get("class") is None else _resolve_module(net_spec, module)
     kwargs = {f"module__{k}": v for k, v in (net_spec.get("kwargs") or {}).items()}
@@ -739,38 +716,127 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     if fitted.get("amortization") is not None:
         est.amortization_ = dict(fitted["amortization"])
     if "threshold" in fitted:
-        thr = r.array(fitted["threshold"]).astype(np.float64)
-        est.threshold_ = thr if fitted.get("threshold_per_class") else float(thr)
-        est.threshold_groups_ = str(
-            fitted.get("threshold_groups", "class" if fitted.get("threshold_per_class") else "one")
-        )
-        if est.threshold_groups_ not in ("one", "class", "cap"):
-            raise ModelFileError(f"{r.path}: unknown threshold_groups {est.threshold_groups_!r}")
-        if est.threshold_groups_ == "cap":
-            split = _get(fitted, "cap_split", r.path)
-            est.threshold_own_ = np.array(split["own"], dtype=bool)
-            est.threshold_group_sizes_ = np.array(split["group_sizes"], dtype=np.int64)
-            est.pooled_threshold_ = float(split["pooled_threshold"])
-        est.calibration_scores_ = r.array(fitted["calibration_scores"])
-        est.calibration_classes_ = r.array(fitted["calibration_classes"])
-        est.refined_ = r.array(fitted["refined"])
-        if "refine_levels" in fitted:
-            est.refine_levels_ = r.array(fitted["refine_levels"])
-        else:  # files from before the multi-stage refinement: one refinement stage at most
-            est.refine_levels_ = np.zeros(len(est.calibration_scores_), dtype=np.int64)
-            est.refine_levels_[est.refined_] = 1
-        if "first_stage_scores" in fitted:
-            est.first_stage_scores_ = r.array(fitted["first_stage_scores"]).astype(np.float64)
-            est.first_stage_alpha_ = float(fitted["first_stage_alpha"])
-        est.prediction_cap_ = float(fitted["prediction_cap"])
-        est.n_calibration_ = int(fitted["n_calibration"])
-        est.calibration_samples_ = int(fitted["calibration_samples"])
-        if fitted.get("calibrated_for") is not None:
-            est.calibrated_for_ = {k: float(v) for k, v in fitted["calibrated_for"].items()}
+        est.calibration_ = _calibration_from_fields(fitted, r, est)
     if "train_inputs" in fitted:
         est.train_inputs_ = r.array(fitted["train_inputs"])
         est.train_counts_ = r.array(fitted["train_counts"])
     return est
+
+
+#: RRISESurrogate options removed in 0.2 and their old defaults; files written before keep them
+_REMOVED_SURROGATE_OPTIONS = {
+    "loss": "soft_ce",
+    "refine_size": None,
+    "augment_scale": 1.0,
+    "calibrate": True,
+}
+
+
+def _drop_removed_options(params: dict, path: str) -> None:
+    """Drop the surrogate options earlier versions wrote (they only shaped a refit)."""
+    if params.get("calibrate", True) is not True:
+        raise ModelFileError(
+            f"{path} holds an uncalibrated surrogate (calibrate=False, no guarantee), which "
+            "this version no longer certifies; refit it with RRISESurrogate(...).fit(X_cal)."
+        )
+    changed = [
+        k
+        for k, default in _REMOVED_SURROGATE_OPTIONS.items()
+        if k in params and params.pop(k) != default
+    ]
+    if changed:
+        warnings.warn(
+            f"{path} was made with the removed option(s) {', '.join(changed)}; the loaded "
+            "surrogate certifies as saved, but a refit (fit) would now train differently.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _calibration_fields(cal: Any, w: _Writer) -> dict:
+    """The one converter of a fitted calibration to the manifest and arrays (format 1 keys)."""
+    fields = {
+        "threshold": w.array("surrogate_threshold", np.asarray(cal.threshold)),
+        "threshold_per_class": cal.grouping != "pooled",
+        "threshold_groups": {"pooled": "one"}.get(cal.grouping, cal.grouping),
+        "calibration_scores": w.array("surrogate_scores", cal.scores),
+        "calibration_classes": w.array("surrogate_score_classes", cal.classes),
+        "refined": w.array("surrogate_refined", cal.refined),
+        "refine_levels": w.array("surrogate_refine_levels", cal.refine_levels),
+        "prediction_cap": float(cal.prediction_cap),
+        "n_calibration": int(cal.n_calibration),
+        "calibration_samples": int(cal.n_samples),
+        "calibrated_for": _plain(cal.setting),
+        "refine_stages": [int(v) for v in cal.stages],
+        "alpha_conf": float(cal.alpha_conf),
+        "pac_delta": None if cal.pac_delta is None else float(cal.pac_delta),
+    }
+    if cal.first_stage_scores is not None:
+        fields["first_stage_scores"] = w.array("surrogate_stage1_scores", cal.first_stage_scores)
+        fields["first_stage_alpha"] = float(cal.first_stage_alpha)
+    if cal.grouping == "cap":
+        fields["cap_split"] = {
+            "own": [bool(v) for v in cal.own],
+            "group_sizes": [int(v) for v in cal.group_sizes],
+            "pooled_threshold": float(cal.pooled_threshold),
+        }
+    return fields
+
+
+def _calibration_from_fields(fitted: dict, r: _Reader, est: Any) -> Any:
+    """The calibration of a model file; files that predate a field get what it meant then.
+
+    ``est`` (the loaded surrogate, its network in place) supplies what older files
+    left to the estimator's parameters: ``alpha_conf``, ``pac_delta`` and the
+    refinement stages; the network digest is that of the loaded weights, which the
+    file's checksums tie to the calibration.
+    """
+
+    groups = str(
+        fitted.get("threshold_groups", "class" if fitted.get("threshold_per_class") else "one")
+    )
+    grouping = {"one": "pooled", "class": "class", "cap": "cap"}.get(groups)
+    if grouping is None:
+        raise ModelFileError(f"{r.path}: unknown threshold_groups {groups!r}")
+    scores = r.array(fitted["calibration_scores"])
+    if "refine_levels" in fitted:
+        levels = r.array(fitted["refine_levels"])
+    else:  # files from before the multi-stage refinement: one refinement stage at most
+        levels = np.zeros(len(scores), dtype=np.int64)
+        levels[r.array(fitted["refined"])] = 1
+    stages = fitted.get("refine_stages")
+    if stages is None:  # files before 0.2: the estimator's n_refine (an int or a list)
+        nr = est.n_refine
+        stages = [] if nr is None else [nr] if isinstance(nr, (int, np.integer)) else list(nr)
+    alpha_mc = est.alpha_mc_
+    split = _get(fitted, "cap_split", r.path) if grouping == "cap" else {}
+    first = fitted.get("first_stage_scores")
+    try:
+        return ConformalCalibration(
+            grouping=grouping,
+            alpha_conf=float(fitted.get("alpha_conf", est.alpha_conf)),
+            pac_delta=fitted["pac_delta"] if "pac_delta" in fitted else est.pac_delta,
+            thresholds=np.atleast_1d(r.array(fitted["threshold"]).astype(np.float64)),
+            scores=scores,
+            classes=r.array(fitted["calibration_classes"]),
+            refine_levels=levels,
+            prediction_cap=float(fitted["prediction_cap"]),
+            n_samples=int(fitted["calibration_samples"]),
+            stages=tuple(int(v) for v in stages),
+            setting={k: float(v) for k, v in (fitted.get("calibrated_for") or {}).items()},
+            network_digest=state_digest(est.module_),
+            first_stage_scores=None if first is None else r.array(first).astype(np.float64),
+            first_stage_alpha=(
+                float(fitted["first_stage_alpha"])
+                if first is not None
+                else alpha_mc / (1 + len(stages))
+            ),
+            own=np.array(split["own"], dtype=bool) if split else None,
+            group_sizes=np.array(split["group_sizes"], dtype=np.int64) if split else None,
+            pooled_threshold=float(split["pooled_threshold"]) if split else None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{r.path}: invalid calibration ({exc!r})") from None
 
 
 def _load_scaler(spec: dict, r: _Reader) -> Any:
@@ -873,28 +939,40 @@ def is_model_file(path: str | os.PathLike) -> bool:
     return False
 
 
-class ModelFileMixin:
-    """``save`` and ``load`` methods for the estimators (see :func:`save` / :func:`load`)."""
+def _method_save(self: Any, path: str | os.PathLike, **kwargs: Any) -> str:
+    """Deprecated: use :func:`rrise_sklearn.save` (``rrise_sklearn.save(estimator, path)``)."""
+    warnings.warn(
+        f"{type(self).__name__}.save(path) is deprecated: use rrise_sklearn.save(estimator, "
+        "path) (the method goes in the next release).",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return save(self, path, **kwargs)
 
-    def save(self, path: str | os.PathLike, **kwargs: Any) -> str:
-        """Write the fitted estimator with :func:`rrise_sklearn.save` (no pickle).
 
-        A directory, or a zip file for a path ending in ``.zip``: JSON manifest,
-        safetensors weights and numpy arrays. Read it back with :meth:`load`.
-        """
-        return save(self, path, **kwargs)
+def _method_load(cls: Any, path: str | os.PathLike, *, module: Any = None,
+                 device: Any = None) -> Any:  # fmt: skip
+    """Deprecated: use :func:`rrise_sklearn.load` (it checks nothing about the type).
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, module: Any = None, device: Any = None) -> Any:
-        """Read a file written by :meth:`save`; see :func:`rrise_sklearn.load`.
+    Raises :class:`ModelFileError` if the file holds another estimator type.
+    """
+    warnings.warn(
+        f"{cls.__name__}.load(path) is deprecated: use rrise_sklearn.load(path) (the method "
+        "goes in the next release).",
+        FutureWarning,
+        stacklevel=2,
+    )
+    est = load(path, module=module, device=device)
+    if not isinstance(est, cls):
+        raise ModelFileError(
+            f"{os.fspath(path)} holds a {type(est).__name__}, not a {cls.__name__}"
+        )
+    return est
 
-        Nothing in the file is executed; a network class outside
-        :mod:`rrise_sklearn.nets` must be passed as ``module``. Raises
-        :class:`ModelFileError` if the file holds another estimator type.
-        """
-        est = load(path, module=module, device=device)
-        if not isinstance(est, cls):
-            raise ModelFileError(
-                f"{os.fspath(path)} holds a {type(est).__name__}, not a {cls.__name__}"
-            )
-        return est
+
+# The estimators' save/load methods of earlier versions, for one release. Set here, so that
+# the estimators never import persistence (it imports them: one way).
+for _cls in (SmoothedClassifier, RRISESurrogate):
+    _cls.save = _method_save
+    _cls.load = classmethod(_method_load)
+del _cls

@@ -745,7 +745,7 @@ def _model_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _inputs_digest(X: np.ndarray) -> str:
+def inputs_digest(X: np.ndarray) -> str:
     h = hashlib.sha256(f"{X.dtype}|{X.shape}|".encode())
     h.update(np.ascontiguousarray(X).tobytes())
     return h.hexdigest()
@@ -950,7 +950,7 @@ def precompute_counts(
         fingerprint = {
             "format": _CACHE_FORMAT,
             "model": _model_digest(model),
-            "inputs": _inputs_digest(Xn),
+            "inputs": inputs_digest(Xn),
             "sigma": sigma,
             "n": n,
             "n_classes": n_classes,

@@ -22,7 +22,6 @@ from skorch.utils import to_tensor
 from . import stats
 from ._validation import inferred_module_kwargs, validate_inputs
 from .metrics import certified_accuracy
-from .persistence import ModelFileMixin
 from .results import CertificationResult
 from .sampling import MonteCarloCounts, monte_carlo_counts, precompute_counts, resolve_seed
 from .training import check_params as check_training
@@ -125,7 +124,7 @@ def _check_int(name: str, value: Any, low: int = 1) -> int:
     return int(value)
 
 
-class SmoothedClassifier(ModelFileMixin, NeuralNetClassifier):
+class SmoothedClassifier(NeuralNetClassifier):
     """Randomized-smoothing classifier over a torch module, trained through skorch.
 
     The smoothed classifier is ``g(x) = argmax_c P(f(x + eps) = c)`` with

@@ -14,7 +14,7 @@ import pytest
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 sys.path.insert(0, HERE)
 
-from record import FIELDS, load_record_model, settings  # noqa: E402
+from record import load_record_model, settings  # noqa: E402
 
 NAMES = [name for name, _ in settings()]
 

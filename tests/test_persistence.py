@@ -56,7 +56,7 @@ def fitted(digits):
         n_augment=1,
         n_calibration=300,
         alpha_conf=0.1,
-        mondrian=True,
+        mondrian="class",
         n_members=2,
         max_epochs=2,
         random_state=1,
@@ -72,8 +72,8 @@ def _same_certificates(a, b, X):
 @pytest.mark.parametrize("name", ["model", "model.zip"])
 def test_smoothed_round_trip_gives_identical_certificates(fitted, tmp_path, name):
     X, _, clf, _ = fitted
-    path = clf.save(tmp_path / name)
-    back = SmoothedClassifier.load(path)
+    path = save(clf, tmp_path / name)
+    back = load(path)
     assert _same_certificates(clf, back, X[1200:1260])
     assert back.get_params()["sigma"] == clf.sigma and back.module__hidden == 32
     np.testing.assert_array_equal(back.classes_, clf.classes_)
@@ -82,31 +82,42 @@ def test_smoothed_round_trip_gives_identical_certificates(fitted, tmp_path, name
     assert back._n_count_draws == clf._n_count_draws
 
 
+def test_the_deprecated_methods_warn_and_check_the_type(fitted, tmp_path):
+    X, _, clf, sur = fitted
+    with pytest.warns(FutureWarning, match=r"use rrise_sklearn.save\(estimator, path\)"):
+        path = clf.save(tmp_path / "clf.zip")
+    with pytest.warns(FutureWarning, match=r"use rrise_sklearn.load\(path\)"):
+        back = SmoothedClassifier.load(path)
+    assert _same_certificates(clf, back, X[1200:1230])
+    with pytest.warns(FutureWarning), pytest.raises(ModelFileError, match="not a RRISESurrogate"):
+        RRISESurrogate.load(path)
+
+
 def test_surrogate_round_trip_keeps_the_cap_split(fitted, tmp_path):
     import copy
 
     X, _, _, sur = fitted
     sur = copy.deepcopy(sur).set_params(mondrian="cap", n_calibration=200, alpha_conf=0.1)
     sur.conformalize(X[1100:1200], random_state=3)
-    assert sur.threshold_groups_ == "cap" and sur.threshold_.shape == (2,)
-    back = RRISESurrogate.load(save(sur, tmp_path / "cap.zip"))
-    assert back.threshold_groups_ == "cap"
+    assert sur.calibration_.grouping == "cap" and sur.threshold_.shape == (2,)
+    back = load(save(sur, tmp_path / "cap.zip"))
+    assert back.calibration_.grouping == "cap"
     np.testing.assert_array_equal(back.threshold_, sur.threshold_)
-    np.testing.assert_array_equal(back.threshold_own_, sur.threshold_own_)
-    np.testing.assert_array_equal(back.threshold_group_sizes_, sur.threshold_group_sizes_)
-    assert back.pooled_threshold_ == sur.pooled_threshold_
+    np.testing.assert_array_equal(back.calibration_.own, sur.calibration_.own)
+    np.testing.assert_array_equal(back.calibration_.group_sizes, sur.calibration_.group_sizes)
+    assert back.calibration_.pooled_threshold == sur.calibration_.pooled_threshold
     assert _same_certificates(sur, back, X[1200:1300])
     assert sur.verify(X[1300:1350]) == back.verify(X[1300:1350])
     # what the file says is checked: an unknown grouping is refused
     path = save(sur, tmp_path / "bad.zip")
     _rewrite(path, edit_manifest=lambda m: m["final"]["fitted"].update(threshold_groups="x"))
     with pytest.raises(ModelFileError, match="unknown threshold_groups"):
-        RRISESurrogate.load(path)
+        load(path)
 
 
 def test_surrogate_round_trip_keeps_ensemble_thresholds_and_verify(fitted, tmp_path):
     X, _, _, sur = fitted
-    back = RRISESurrogate.load(save(sur, tmp_path / "sur.zip"))
+    back = load(save(sur, tmp_path / "sur.zip"))
     assert _same_certificates(sur, back, X[1200:1300])
     np.testing.assert_array_equal(back.threshold_, sur.threshold_)  # Mondrian: one per class
     np.testing.assert_array_equal(back.calibration_scores_, sur.calibration_scores_)
@@ -115,7 +126,7 @@ def test_surrogate_round_trip_keeps_ensemble_thresholds_and_verify(fitted, tmp_p
     assert not hasattr(back.smoothed_, "training_inputs_")
     a, b = sur.verify(X[1300:1400]), back.verify(X[1300:1400])
     assert a == b  # same seed derivation after the round trip
-    full = RRISESurrogate.load(save(sur, tmp_path / "full", include_training_data=True))
+    full = load(save(sur, tmp_path / "full", include_training_data=True))
     np.testing.assert_array_equal(full.train_counts_, sur.train_counts_)
     # with them, a recalibration from the loaded file trains on the same inputs as before
     np.testing.assert_array_equal(full.smoothed_.training_inputs_, sur.smoothed_.training_inputs_)

@@ -196,7 +196,7 @@ def test_rrise_fit_with_cache_dir_resumes_and_gives_the_same_surrogate(digits, t
     Xd, y = digits
     clf = SmoothedClassifier(MLP, module__hidden=16, max_epochs=1, n=100, random_state=0)
     clf.fit(Xd[:300], y[:300])
-    kw = dict(n_targets=60, n_augment=1, n_calibration=80, n_refine=200, refine_size=0.2,
+    kw = dict(n_targets=60, n_augment=1, n_calibration=80, n_refine=200,
               alpha_conf=0.1, max_epochs=1, random_state=3, cache_dir=tmp_path)  # fmt: skip
     a = RRISESurrogate(clf, **kw).fit(Xd[300:600])
     first = len(count_calls)

@@ -1,6 +1,8 @@
 """RRISESurrogate: the calibrated guarantee on a model with known radii, and the contract."""
 
 import copy
+import dataclasses
+from functools import partial
 
 import joblib
 import numpy as np
@@ -15,6 +17,14 @@ from skorch.callbacks import EpochTimer
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier
 from rrise_sklearn.calibration import conformal_threshold, probit, two_group_thresholds
 from rrise_sklearn.callbacks import EpochProgress
+from rrise_sklearn.conformal import (
+    Pooled,
+    cross_check_with_mapie,
+    mc_bound,
+    prediction_cap,
+    staged_bounds,
+)
+from rrise_sklearn.ensemble import fit_stacked
 from rrise_sklearn.nets import MLP
 
 # the settings these tests were written for (the defaults before the recipe became the default):
@@ -62,9 +72,7 @@ def _wrong_rate_trials(kl, sigma, sur, alpha_conf, trials, rng, **params):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "params", [{}, {"n_refine": 8000, "refine_size": 2}], ids=["one-stage", "refined"]
-)
+@pytest.mark.parametrize("params", [{}, {"n_refine": 8000}], ids=["one-stage", "refined"])
 def test_wrong_certificate_rate_within_alpha_conf_plus_alpha_mc(linear_setup, params):
     kl, sigma, sur = linear_setup
     trials, alpha_conf = 300, 0.05
@@ -103,9 +111,9 @@ def test_default_configuration_keeps_the_guarantee(linear_setup):
         smoothed, n_targets=None, n_calibration=None, n_refine=8000, alpha_conf=0.1,
         n_augment=1, max_epochs=10, lr=1e-2, random_state=0,
     ).fit(_draw(kl, 100, rng))  # fmt: skip
-    assert len(recipe.module_.members) == 5 and recipe.refine_size is None
+    assert len(recipe.module_.members) == 5
     np.testing.assert_array_equal(recipe.train_inputs_[:150], smoothed.training_inputs_)
-    assert recipe.n_calibration_ == 100  # all of X calibrates
+    assert recipe.calibration_.n_calibration == 100  # all of X calibrates
     trials, alpha_conf = 300, 0.05
     tol = sps.binom.ppf(1 - 1e-4, trials, alpha_conf + recipe.alpha_mc_)
     wrong, certified = _wrong_rate_trials(
@@ -121,11 +129,14 @@ def test_default_configuration_keeps_the_guarantee(linear_setup):
 def test_threshold_equals_order_statistic_and_mapie(linear_setup):
     _, _, sur = linear_setup
     tau = conformal_threshold(sur.calibration_scores_, sur.alpha_conf)
-    if sur.threshold_groups_ == "cap":  # the default; no input reaches the cap here
-        assert sur.threshold_own_.tolist() == [False, False]
-        assert sur.threshold_group_sizes_.tolist() == [0, 100] and sur.pooled_threshold_ == tau
+    if sur.calibration_.grouping == "cap":  # the default; no input reaches the cap here
+        assert sur.calibration_.own.tolist() == [False, False]
+        assert (
+            sur.calibration_.group_sizes.tolist() == [0, 100]
+            and sur.calibration_.pooled_threshold == tau
+        )
     np.testing.assert_array_equal(np.unique(sur.threshold_), [tau])
-    assert sur.n_calibration_ == 100
+    assert sur.calibration_.n_calibration == 100
 
 
 def test_certify_is_one_pass_and_consistent(linear_setup):
@@ -160,20 +171,26 @@ def test_mondrian_and_pac(linear_setup):
     X = _draw(kl, 600, np.random.default_rng(7))
     common = dict(alpha_conf=0.1, n_augment=0, max_epochs=5, lr=1e-2, random_state=0, **SMALL)
     smoothed = base.smoothed
-    mond = RRISESurrogate(smoothed, mondrian=True, **common).fit(X)
+    with pytest.warns(FutureWarning, match="mondrian=True is deprecated: pass mondrian='class'"):
+        mond = RRISESurrogate(smoothed, mondrian=True, **common).fit(X)
     assert mond.threshold_.shape == (2,)
     for c in range(2):
-        sel = mond.calibration_classes_ == c
+        sel = mond.calibration_.classes == c
         assert mond.threshold_[c] == conformal_threshold(mond.calibration_scores_[sel], 0.1)
     pac = RRISESurrogate(smoothed, pac_delta=0.1, **common).fit(X)
     marg = RRISESurrogate(smoothed, **common).fit(X)
     np.testing.assert_array_equal(pac.calibration_scores_, marg.calibration_scores_)
-    assert pac.threshold_groups_ == "one"  # "auto": the cap split needs the marginal threshold
+    assert (
+        pac.calibration_.grouping == "pooled"
+    )  # "auto": the cap split needs the marginal threshold
     assert np.all(pac.threshold_ >= marg.threshold_)
-    raw = RRISESurrogate(smoothed, loss="js", calibrate=False, **common).fit(X)
-    assert not hasattr(raw, "threshold_")
-    top, h, q = raw._top(X)
-    np.testing.assert_allclose(raw.certify(X).radius, np.maximum(0, 0.5 * probit(h, q)))
+    # the removed options name their replacement
+    for name, value, fix in [("loss", "js", "criterion=rrise_sklearn.nets.JensenShannonLoss"),
+                             ("calibrate", False, "predict_proba"),
+                             ("refine_size", 0.1, "staged refinement"),
+                             ("augment_scale", 1.0, "smoothing sigma")]:  # fmt: skip
+        with pytest.raises(TypeError, match=f"{name} was removed.*{fix}"):
+            RRISESurrogate(smoothed, **{name: value}, **common)
 
 
 def _cp_lower_z(k, n, alpha):
@@ -195,16 +212,13 @@ def _full_refinement(sur, top, h, q, tables, alpha):
 
 
 @pytest.mark.parametrize("mondrian", [False, True])
-@pytest.mark.parametrize("refine_size", [None, 0.2])
-def test_refined_threshold_equals_that_of_refining_every_input(linear_setup, mondrian, refine_size):
+def test_refined_threshold_equals_that_of_refining_every_input(linear_setup, mondrian):
     """Two stages: only some inputs are refined, yet the threshold is exactly the one of giving
     every input the second stage (Clopper-Pearson bounds at alpha_mc / 2 from scipy), every
     score at or above it comes from a refined input, and refined bounds are the larger of the
     two stages' bounds."""
     kl, _, sur = linear_setup
-    sur = copy.deepcopy(sur).set_params(
-        n_calibration=2000, n_refine=6000, refine_size=refine_size, mondrian=mondrian
-    )
+    sur = copy.deepcopy(sur).set_params(n_calibration=2000, n_refine=6000, mondrian=mondrian)
     X_cal = _draw(kl, 200, np.random.default_rng(11))
     c1 = sur.smoothed_.sample_counts(X_cal, 2000, random_state=1, noise_sharing=1)
     c2 = sur.smoothed_.sample_counts(X_cal, 6000, random_state=2, noise_sharing=1)
@@ -217,23 +231,20 @@ def test_refined_threshold_equals_that_of_refining_every_input(linear_setup, mon
     idx = np.arange(len(X_cal))
     groups = [idx] if not mondrian else [idx[top == c] for c in (0, 1)]
     refined = np.zeros(len(idx), dtype=bool)
-    refined[sur.refined_] = True
+    refined[sur.calibration_.refined] = True
     assert 0 < refined.sum() < len(idx)  # the point: not every input needed the second stage
     want = np.where(refined, np.minimum(stage1, full), stage1)
     np.testing.assert_allclose(sur.calibration_scores_, want, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(sur.first_stage_scores_, stage1, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sur.calibration_.first_stage_scores, stage1, rtol=0, atol=1e-9)
     for c, g in enumerate(groups):
         tau = sur.threshold_[c] if mondrian else sur.threshold_
         assert tau == conformal_threshold(sur.calibration_scores_[g], sur.alpha_conf)
         assert np.isclose(tau, conformal_threshold(full[g], sur.alpha_conf), rtol=0, atol=1e-9)
         assert refined[g][sur.calibration_scores_[g] >= tau].all()
-        if refine_size is not None:  # the first round also took the largest first-stage scores
-            size = int(np.ceil(refine_size * len(g)))
-            assert refined[g[np.argsort(-stage1[g], kind="stable")[:size]]].all()
     assert np.any(want[refined] < stage1[refined])  # the second stage tightened something
-    # an integer refine_size is a number of inputs; drawing the second stage itself also works
-    sur.set_params(refine_size=7, mondrian=False).conformalize(X_cal, random_state=5)
-    assert len(sur.refined_) >= 7
+    # drawing the second stage itself also works
+    sur.set_params(mondrian=False).conformalize(X_cal, random_state=5)
+    assert len(sur.calibration_.refined) >= 1
     with pytest.raises(ValueError, match="refine_counts"):
         sur.conformalize(X_cal, counts=c1, refine_counts=c2[:, :1])
 
@@ -253,20 +264,22 @@ def test_cap_split_thresholds_equal_those_of_refining_every_input(linear_setup):
     top, h, q = sur._top(sur._X(X_cal))
     _, cap, _, full = _full_refinement(sur, top, h, q, [c1, c2], sur.alpha_mc_ / 2)
     assert np.isclose(sur.prediction_cap_, cap)
-    below = sur._prediction(h, q) < sur.prediction_cap_
+    below = sur._prediction(h, q, sur.prediction_cap_) < sur.prediction_cap_
     thr, own, pooled = two_group_thresholds(full, below, 0.1)
     assert own.all() and 20 <= (~below).sum() <= 280
-    np.testing.assert_array_equal(sur.threshold_own_, own)
-    assert sur.threshold_group_sizes_.tolist() == [(~below).sum(), below.sum()]
+    np.testing.assert_array_equal(sur.calibration_.own, own)
+    assert sur.calibration_.group_sizes.tolist() == [(~below).sum(), below.sum()]
     for j in (0, 1):
         if thr[j] > 1e-9:
             assert np.isclose(sur.threshold_[j], thr[j], rtol=0, atol=1e-9)
         else:  # scores <= 0 at the cap are not refined: the threshold stops at 0
             assert thr[j] - 1e-9 <= sur.threshold_[j] <= 1e-9, (sur.threshold_, thr)
-    assert sur.pooled_threshold_ >= pooled - 1e-9  # staged for the deployed thresholds only
+    assert (
+        sur.calibration_.pooled_threshold >= pooled - 1e-9
+    )  # staged for the deployed thresholds only
     X = _draw(kl, 400, np.random.default_rng(14))
     top, h, q = sur._top(X)
-    at_cap = sur._prediction(h, q) >= sur.prediction_cap_
+    at_cap = sur._prediction(h, q, sur.prediction_cap_) >= sur.prediction_cap_
     res = sur.certify(X)
     assert at_cap.any() and (~at_cap).any()
     np.testing.assert_allclose(res.radius[at_cap], sigma * (cap - sur.threshold_[0]), rtol=1e-9)
@@ -274,48 +287,61 @@ def test_cap_split_thresholds_equal_those_of_refining_every_input(linear_setup):
     np.testing.assert_allclose(res.radius[~at_cap], sigma * np.maximum(z, 0), rtol=1e-9)
     # a calibration with too few inputs at the cap falls back to the pooled threshold
     sur.conformalize(X_cal[below][:150], counts=c1[below][:150], refine_counts=c2[below][:150])
-    assert not sur.threshold_own_.any() and (sur.threshold_ == sur.pooled_threshold_).all()
+    assert (
+        not sur.calibration_.own.any()
+        and (sur.threshold_ == sur.calibration_.pooled_threshold).all()
+    )
     with pytest.raises(ValueError, match="mondrian='cap' splits a marginal"):
         RRISESurrogate(sur.smoothed, mondrian="cap", pac_delta=0.1, **SMALL).fit(X_cal)
     with pytest.raises(ValueError, match="mondrian must be"):
         RRISESurrogate(sur.smoothed, mondrian="groups", **SMALL).fit(X_cal)
 
 
-def test_later_stages_are_drawn_only_where_the_threshold_needs_them(linear_setup, monkeypatch):
-    """Three stages drawn by the estimator: the threshold equals the oracle's with every stage
-    for every input (the draws are served from precomputed tables), the stage levels are
+def test_later_stages_are_drawn_only_where_the_threshold_needs_them(linear_setup):
+    """Three stages (conformal.staged_bounds, the draws served from precomputed tables): the
+    threshold equals the oracle's with every stage for every input, the stage levels are
     alpha_mc / 3, and every score at or above the threshold has had all three stages."""
     kl, _, sur = linear_setup
-    sur = copy.deepcopy(sur).set_params(n_calibration=1000, n_refine=[3000, 20000], mondrian=False)
     X_cal = _draw(kl, 150, np.random.default_rng(12))
+    stages = [1000, 3000, 20000]
     tables = [
         sur.smoothed_.sample_counts(X_cal, n, random_state=20 + j, noise_sharing=1)
-        for j, n in enumerate([1000, 3000, 20000])
+        for j, n in enumerate(stages)
     ]
-    rows = {x.tobytes(): i for i, x in enumerate(np.asarray(X_cal, dtype=np.float32))}
+    top, h, q = sur._top(sur._X(X_cal))
+    alpha = sur.alpha_mc_ / 3
+    _, cap, stage1, full = _full_refinement(sur, top, h, q, tables, alpha)
+    assert np.isclose(prediction_cap(1000, alpha), cap)
+    y_hat = sur._prediction(h, q, prediction_cap(1000, alpha))
     served = []
 
-    def counts_of(X, n, seed, counts=None, **_):
-        if counts is not None:
-            return counts
-        j = [1000, 3000, 20000].index(n)
-        i = np.array([rows[x.tobytes()] for x in np.asarray(X, dtype=np.float32)])
-        served.append((j, len(i)))
-        return tables[j][i]
+    def draw(sel, j, rnd):
+        served.append((j + 1, len(sel)))
+        return tables[j + 1][sel, top[sel]]
 
-    monkeypatch.setattr(sur, "_counts_of", counts_of)
-    sur.conformalize(X_cal)
-    top, h, q = sur._top(sur._X(X_cal))
-    _, cap, stage1, full = _full_refinement(sur, top, h, q, tables, sur.alpha_mc_ / 3)
-    assert np.isclose(sur.prediction_cap_, cap)
-    assert np.isclose(sur.threshold_, conformal_threshold(full, sur.alpha_conf), rtol=0, atol=1e-9)
-    levels = sur.refine_levels_
-    assert (levels[sur.calibration_scores_ >= sur.threshold_] == 2).all()
-    drawn = {j: sum(s for jj, s in served if jj == j) for j in range(3)}
-    assert drawn == {0: 150, 1: int((levels >= 1).sum()), 2: int((levels >= 2).sum())}
+    grouping = Pooled()
+    bounds, levels = staged_bounds(
+        tables[0][np.arange(150), top], 1000, stages[1:], alpha, y_hat,
+        promote=lambda s: grouping.promote(s, top, None, sur.alpha_conf), draw=draw,
+    )  # fmt: skip
+    scores = y_hat - bounds
+    tau = conformal_threshold(scores, sur.alpha_conf)
+    assert np.isclose(tau, conformal_threshold(full, sur.alpha_conf), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(y_hat - mc_bound(tables[0][np.arange(150), top], 1000, alpha),
+                               stage1, atol=1e-9)  # fmt: skip
+    assert (levels[scores >= tau] == 2).all()
+    drawn = {j: sum(n for jj, n in served if jj == j) for j in (1, 2)}
+    assert drawn == {1: int((levels >= 1).sum()), 2: int((levels >= 2).sum())}
     assert 0 < drawn[2] < drawn[1] < 150  # later stages for fewer inputs
-    with pytest.raises(ValueError, match="single refinement stage"):
-        sur.conformalize(X_cal, counts=tables[0], refine_counts=tables[1])
+    # the estimator draws its stages the same way, from streams of its own
+    est = copy.deepcopy(sur).set_params(n_calibration=1000, n_refine=stages[1:], mondrian=False)
+    est.conformalize(X_cal)
+    cal = est.calibration_
+    assert cal.first_stage_alpha == alpha and cal.stages == (3000, 20000)
+    assert (cal.refine_levels[cal.scores >= cal.threshold] == 2).all()
+    assert 0 < (cal.refine_levels == 2).sum() < (cal.refine_levels >= 1).sum() < 150
+    with pytest.raises(ValueError, match="exactly one refinement stage"):
+        est.conformalize(X_cal, counts=tables[0], refine_counts=tables[1])
 
 
 def test_reuse_precomputed_targets(linear_setup):
@@ -326,7 +352,7 @@ def test_reuse_precomputed_targets(linear_setup):
     )
     again.fit(X_cal, train_inputs=sur.train_inputs_, train_counts=sur.train_counts_)
     assert again.amortization_["targets"] == 0.0
-    assert again.n_calibration_ == 100
+    assert again.calibration_.n_calibration == 100
     with pytest.raises(ValueError, match="expected"):
         again.fit(X_cal, train_inputs=sur.train_inputs_, train_counts=sur.train_counts_[:5])
 
@@ -339,9 +365,13 @@ def test_verify_flags_a_broken_threshold(linear_setup):
     assert 0 <= report.n_contradicted <= report.n_certified
     assert report.rate == report.n_exceed / 200
     bad_sur = copy.deepcopy(sur)
-    bad_sur.threshold_ = sur.threshold_ - 5.0  # a far too optimistic calibration
-    if hasattr(sur, "pooled_threshold_"):  # the cap split's verify tests the pooled one
-        bad_sur.pooled_threshold_ = sur.pooled_threshold_ - 5.0
+    cal = sur.calibration_
+    bad_sur.calibration_ = dataclasses.replace(  # a far too optimistic calibration
+        cal,
+        thresholds=cal.thresholds - 5.0,
+        # the cap split's verify tests the pooled one
+        pooled_threshold=None if cal.pooled_threshold is None else cal.pooled_threshold - 5.0,
+    )
     bad = bad_sur.verify(X)
     assert bad.alarm and bad.n_exceed > report.n_exceed and bad.p_value < 1e-6
     # another n than the calibration's changes the scores' law: refused
@@ -354,7 +384,7 @@ def test_verify_flags_a_broken_threshold(linear_setup):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "params",
-    [{}, {"mondrian": True}, {"mondrian": "cap", "n_calibration": 100}],
+    [{}, {"mondrian": "class"}, {"mondrian": "cap", "n_calibration": 100}],
     ids=["one-threshold", "mondrian", "cap-split"],
 )
 def test_verify_false_alarm_rate_without_drift_is_within_level(linear_setup, params):
@@ -388,8 +418,8 @@ def test_errors(linear_setup):
         sur.certify(np.zeros((3, 7)))
     with pytest.raises(NotFittedError):
         RRISESurrogate(sur.smoothed, **SMALL).certify(np.zeros((3, 5)))
-    with pytest.raises(ValueError, match="loss must be"):
-        RRISESurrogate(sur.smoothed, loss="probit", **SMALL).fit(np.zeros((200, 5)))
+    with pytest.raises(TypeError, match="loss was removed"):
+        RRISESurrogate(sur.smoothed, loss="probit", **SMALL)
     with pytest.raises(ValueError, match="conformity_score"):
         # no longer a parameter (skorch names unknown arguments at initialize)
         RRISESurrogate(
@@ -399,15 +429,12 @@ def test_errors(linear_setup):
         RRISESurrogate(sur.smoothed, **SMALL).fit(np.zeros((200, 5)), train_inputs="half")
     with pytest.raises(ValueError, match="pass y"):
         RRISESurrogate(SmoothedClassifier(MLP), **SMALL).fit(np.zeros((20, 5)))
-    for bad in (0, 1.5, 0.0, True):
-        with pytest.raises(ValueError, match="refine_size"):
-            RRISESurrogate(sur.smoothed, **SMALL, refine_size=bad).fit(np.zeros((200, 5)))
     for bad in (0, [], [1000, 0], (1000, 2.5), "1000", True):
         with pytest.raises(ValueError, match="n_refine"):
             RRISESurrogate(
                 sur.smoothed, n_members=1, n_targets=None, n_calibration=None, n_refine=bad
             ).fit(np.zeros((200, 5)))
-    with pytest.raises(ValueError, match="refine_counts needs n_refine"):
+    with pytest.raises(ValueError, match="refine_counts needs exactly one refinement stage"):
         copy.deepcopy(sur).conformalize(
             _draw(kl, 50, np.random.default_rng(0)), refine_counts=np.zeros((50, 2))
         )
@@ -447,7 +474,7 @@ def test_unfitted_smoothed_is_fitted_on_its_own_split(digits):
     assert not hasattr(smoothed, "module_")  # the parameter is left untouched
     # 600 / 2 fit the smoothed classifier; the surrogate trains on those same inputs
     # (n_augment=0) and all of the other 300 calibrate, none of them shared
-    assert sur.n_calibration_ == 300
+    assert sur.calibration_.n_calibration == 300
     np.testing.assert_array_equal(sur.train_inputs_, sur.smoothed_.training_inputs_)
     assert len(sur.train_inputs_) == 300
     assert 0 <= sur.score(X[600:700], y[600:700]) <= 1
@@ -468,7 +495,7 @@ def test_explicit_training_inputs_leave_all_of_x_for_calibration(linear_setup):
         max_epochs=2,
         random_state=0,
     ).fit(X_cal, train_inputs=X_train)
-    assert own.n_calibration_ == 120
+    assert own.calibration_.n_calibration == 120
     assert own.train_inputs_.shape == (150, X_train.shape[1])  # each input + 2 noisy copies
     np.testing.assert_array_equal(own.train_inputs_[:50], X_train)
     assert (own.train_counts_.sum(axis=1) == 300).all()
@@ -479,7 +506,7 @@ def test_explicit_training_inputs_leave_all_of_x_for_calibration(linear_setup):
         n_calibration=500,
         max_epochs=1, random_state=0,
     ).fit(X_cal, train_inputs=X_train, calibration_counts=counts)  # fmt: skip
-    assert again.n_calibration_ == 120
+    assert again.calibration_.n_calibration == 120
     with pytest.raises(ValueError, match="calibration_counts needs all of X to calibrate"):
         RRISESurrogate(
             sur.smoothed, n_members=1, n_calibration=None, n_refine=None, n_targets=300
@@ -542,7 +569,7 @@ def test_ensemble_of_members_is_one_calibrated_network(linear_setup, tmp_path):
 
 def test_calibration_refuses_counts_that_share_noise(linear_setup):
     kl, _, sur = linear_setup
-    sur = copy.deepcopy(sur).set_params(n_refine=4000, refine_size=5)
+    sur = copy.deepcopy(sur).set_params(n_refine=4000)
     smoothed = sur.smoothed_
     X = _draw(kl, 60, np.random.default_rng(12))
     n_cal = sur.n_calibration or smoothed.n
@@ -554,7 +581,7 @@ def test_calibration_refuses_counts_that_share_noise(linear_setup):
     with pytest.raises(ValueError, match="same noise stream"):
         sur.conformalize(X[:50], counts=same_a[:50], refine_counts=same_b[:50])
     # the estimator's own calibration stream reused as refine_counts is refused too
-    own = smoothed.sample_counts(X, 4000, random_state=sur._stream(13), noise_sharing=1)
+    own = smoothed.sample_counts(X, 4000, random_state=sur._draws.stream(13), noise_sharing=1)
     with pytest.raises(ValueError, match="same noise stream"):
         sur.conformalize(X, refine_counts=own)
     # the training targets' noise is not reused for calibration
@@ -565,7 +592,7 @@ def test_calibration_refuses_counts_that_share_noise(linear_setup):
     a = smoothed.sample_counts(X, n_cal, noise_sharing=1)
     b = smoothed.sample_counts(X, 4000, noise_sharing=1)
     sur.conformalize(X, counts=a, refine_counts=b)
-    assert len(sur.refined_) >= 5  # refine_size=5 in the first round, more where tau needs it
+    assert len(sur.calibration_.refined) >= 1  # where the threshold needs the second stage
 
 
 @pytest.mark.slow
@@ -595,14 +622,14 @@ def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup, cap_split
     for t in range(reps):
         sur.conformalize(_draw(kl, m_cal, rng), random_state=t)
         if cap_split:
-            branches.add(tuple(sur.threshold_own_))
+            branches.add(tuple(sur.calibration_.own))
         X = _draw(kl, m_test, rng)
         g, dist, p = kl.exact(X, sigma)
         res = sur.certify(X)
         ok = (res.prediction == g) & (res.radius > 0)
         assert not np.any(ok & (res.radius > dist) & (res.radius > 0) & ~ok)
         top, y_hat, y_mc, k = sur._calibration_evidence(X, n_cal, 99, 10_000 + t)
-        exceed = sur._scores(y_hat, y_mc) > sur._threshold_for(top, y_hat)
+        exceed = (y_hat - y_mc) > sur.calibration_.threshold_for(top, y_hat)
         fail = rs.clopper_pearson_lower(k, n_cal, sur.alpha_mc_) > np.where(top == g, p, 1 - p)
         strict = np.mean(ok & ~exceed & ~fail)
         assert strict <= np.mean(ok & (res.radius <= dist))  # stricter than "right"
@@ -660,10 +687,10 @@ def _event_trials(kl, sigma, sur, alpha_conf, trials, rng, m=99, seen=None):
         top, h, q = sur._top(x)
         k = _exact_counts(kl, sigma, x, n, rng)[0, top]
         p_top = p if top[0] == g[0] else 1 - p
-        y_hat = sur._prediction(h, q)
-        score = sur._scores(y_hat, sur._mc_bound(k, n, sur.alpha_mc_))
+        y_hat = sur._prediction(h, q, sur.prediction_cap_)
+        score = y_hat - mc_bound(k, n, sur.alpha_mc_)
         fail = rs.clopper_pearson_lower(k, n, sur.alpha_mc_) > p_top
-        events += int(score[0] > sur._threshold_for(top, y_hat)[0] or fail[0])
+        events += int(score[0] > sur.calibration_.threshold_for(top, y_hat)[0] or fail[0])
     return events, wrong
 
 
@@ -702,7 +729,7 @@ def test_cap_split_keeps_the_guarantee(linear_setup):
     own = []
     events, wrong = _event_trials(
         kl, sigma, sur, alpha_conf, trials, np.random.default_rng(41), m=139,
-        seen=lambda est: own.append(est.threshold_own_.copy()),
+        seen=lambda est: own.append(est.calibration_.own.copy()),
     )  # fmt: skip
     own = np.array(own)
     assert wrong <= events <= tol, (wrong, events, tol)
@@ -724,13 +751,13 @@ def test_mapie_cross_check_never_fails_a_correct_calibration(linear_setup, m):
     rng = np.random.default_rng(m)
     y_hat = rng.uniform(0.5, 2.5, size=m)
     y_mc = y_hat - rng.exponential(0.2, size=m)
-    scores = np.sort(sur._scores(y_hat, y_mc))
+    scores = np.sort(y_hat - y_mc)
     tau = conformal_threshold(scores, 0.05)
-    sur._cross_check(y_hat, y_mc, tau)  # does not raise
+    cross_check_with_mapie(y_hat, y_mc, tau, 0.05)  # does not raise
     tau_mapie = mapie_threshold(y_hat, y_mc, 0.05)
     assert tau_mapie >= tau - 1e-12  # MAPIE is never less conservative
     with pytest.raises(RuntimeError, match="mismatch"):
-        sur._cross_check(y_hat, y_mc, float(scores[10]))  # a wrong threshold is still caught
+        cross_check_with_mapie(y_hat, y_mc, float(scores[10]), 0.05)  # a wrong one is caught
 
 
 def test_one_explicit_seed_never_gives_two_purposes_the_same_noise(linear_setup):
@@ -738,7 +765,7 @@ def test_one_explicit_seed_never_gives_two_purposes_the_same_noise(linear_setup)
     calibration, each refinement round, verification and its refinement: all from distinct
     streams. (They used to share the stage-1 stream, and the refinement stream.)"""
     kl, _, sur = linear_setup
-    sur = copy.deepcopy(sur).set_params(n_refine=3000, refine_size=5)
+    sur = copy.deepcopy(sur).set_params(n_refine=3000)
     keys = []
     original = sur.smoothed_.sample_counts
 
@@ -802,9 +829,7 @@ def test_fused_ensemble_pass_equals_the_member_loop_and_follows_weight_updates()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "params", [{}, {"n_refine": 3000, "refine_size": 5}], ids=["one-stage", "refined"]
-)
+@pytest.mark.parametrize("params", [{}, {"n_refine": 3000}], ids=["one-stage", "refined"])
 def test_monitor_false_alarm_rate_stays_within_level_over_many_looks(linear_setup, params):
     """No drift, 10 looks per stream: monitor's alarm rate (any look) stays within level;
     running the one-shot verify at every look alarms far more often (the check can fail).
@@ -850,11 +875,11 @@ def test_monitor_raises_the_alarm_on_drift_and_restarts_after_recalibration(line
     assert sur.monitor(_draw(kl, 10, rng), level=0.05).n_seen == 10
     # a refined calibration: the monitor is seeded with the first-stage scores, whose
     # largest ones the refinement lowered in calibration_scores_
-    refined = copy.deepcopy(sur).set_params(n_refine=3000, refine_size=10)
+    refined = copy.deepcopy(sur).set_params(n_refine=3000)
     refined.conformalize(_draw(kl, 99, rng), random_state=3)
-    lowered = refined.calibration_scores_ < refined.first_stage_scores_
-    assert lowered.any() and set(np.flatnonzero(lowered)) <= set(refined.refined_)
-    assert refined.first_stage_alpha_ == refined.alpha_mc_ / 2
+    lowered = refined.calibration_scores_ < refined.calibration_.first_stage_scores
+    assert lowered.any() and set(np.flatnonzero(lowered)) <= set(refined.calibration_.refined)
+    assert refined.calibration_.first_stage_alpha == refined.alpha_mc_ / 2
     assert refined.monitor(_draw(kl, 10, rng), level=0.05).n_seen == 10
 
 
@@ -889,15 +914,15 @@ def test_members_trained_together_get_the_updates_they_would_alone(linear_setup,
     est = RRISESurrogate(smoothed, **kw)
     est._prepare(np.zeros((1, X.shape[1]), np.float32))
     seeds = np.array([11, 12, 13], dtype=np.uint32)
-    members = est._fit_stacked(X, T, seeds, {})
+    members = fit_stacked(est, X, T, seeds, {})
     assert members is not None and len(members) == 3
     with_bar = RRISESurrogate(smoothed, **kw, callbacks=[("bar", EpochProgress("surrogate"))])
     with_bar._prepare(np.zeros((1, X.shape[1]), np.float32))
-    same = with_bar._fit_stacked(X, T, seeds, {})  # a progress bar keeps the batched path
+    same = fit_stacked(with_bar, X, T, seeds, {})  # a progress bar keeps the batched path
     loud = RRISESurrogate(smoothed, **kw, verbose=1)
     loud._prepare(np.zeros((1, X.shape[1]), np.float32))
     capsys.readouterr()
-    logged = loud._fit_stacked(X, T, seeds, {})  # verbose keeps it too, with an epoch log
+    logged = fit_stacked(loud, X, T, seeds, {})  # verbose keeps it too, with an epoch log
     log = capsys.readouterr().out.splitlines()
     assert log[0] == "training 3 members as one batched network (150 rows, batch 64)"
     assert [line.split()[0] for line in log[3:]] == ["1", "2"]  # one line per epoch
@@ -930,4 +955,87 @@ def test_members_trained_together_get_the_updates_they_would_alone(linear_setup,
     ):
         other = RRISESurrogate(smoothed, **kw, **change)
         other._prepare(np.zeros((1, X.shape[1]), np.float32))
-        assert other._fit_stacked(X, T, seeds, {}) is None
+        assert fit_stacked(other, X, T, seeds, {}) is None
+
+
+def test_certify_refuses_after_the_network_changed_since_calibration(linear_setup, tmp_path):
+    """A threshold calibrated for one network says nothing about another: after partial_fit,
+    a manual weight change, a replaced layer or module, certify/verify/monitor refuse until
+    conformalize runs again; save/load and pickling keep a calibrated surrogate usable."""
+    from rrise_sklearn import StaleCalibrationError, load, save
+
+    kl, _, sur = linear_setup
+    X = _draw(kl, 30, np.random.default_rng(40))
+    want = sur.certify(X).radius
+
+    # partial_fit drops the calibration
+    trained = copy.deepcopy(sur)
+    trained.partial_fit(X, np.full((30, 2), 0.5, dtype=np.float32))
+    with pytest.raises(NotFittedError, match=r"not calibrated: call conformalize\(X_cal\)"):
+        trained.certify(X)
+    assert not hasattr(trained, "threshold_")
+    trained.conformalize(_draw(kl, 100, np.random.default_rng(41)))
+    assert trained.certify(X).radius.shape == (30,)
+
+    def changed(edit):
+        s = copy.deepcopy(sur)
+        s.certify(X)  # the fast check is armed
+        with torch.no_grad():
+            edit(s)
+        return s
+
+    first = next(iter(sur.module_.parameters()))
+    edits = {
+        "in place": lambda s: next(iter(s.module_.parameters())).add_(1e-3),
+        ".data assignment": lambda s: setattr(
+            next(iter(s.module_.parameters())), "data", first.detach().clone() + 1e-3
+        ),
+        "load_state_dict": lambda s: s.module_.load_state_dict(
+            {k: v + 1e-3 for k, v in s.module_.state_dict().items()}
+        ),
+        "another module": lambda s: setattr(s, "module_", copy.deepcopy(s.module_).apply(
+            lambda m: [p.add_(1e-3) for p in m.parameters(recurse=False)])),
+    }  # fmt: skip
+    for edit in edits.values():
+        s = changed(edit)
+        for verb in (s.certify, s.verify, partial(s.monitor, level=0.05)):
+            with pytest.raises(StaleCalibrationError, match="network changed since calibration"):
+                verb(X)
+    # negative control: an identical copy of the weights is the same network
+    same = copy.deepcopy(sur)
+    same.module_ = copy.deepcopy(sur.module_)
+    np.testing.assert_array_equal(same.certify(X).radius, want)
+    # a changed sigma is refused too (a subclass of ValueError, as before)
+    s = copy.deepcopy(sur)
+    s.smoothed_.sigma = 0.7
+    with pytest.raises(ValueError, match="sigma=0.5 then, 0.7 now"):
+        s.certify(X)
+    # persistence and pickling keep the calibration tied to the same weights
+    path = save(sur, tmp_path / "sur.zip")
+    back = load(path, module=kl.module())
+    np.testing.assert_array_equal(back.certify(X).radius, want)
+    again = joblib.load(joblib.dump(sur, tmp_path / "sur.joblib")[0])
+    np.testing.assert_array_equal(again.certify(X).radius, want)
+
+
+def test_the_calibration_is_one_read_only_object(linear_setup):
+    kl, _, sur = linear_setup
+    cal = sur.calibration_
+    assert sur.threshold_ is cal.threshold or sur.threshold_ == cal.threshold
+    assert sur.calibration_scores_ is cal.scores and sur.prediction_cap_ == cal.prediction_cap
+    with pytest.raises(AttributeError):
+        sur.threshold_ = 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cal.prediction_cap = 9.0
+    with pytest.raises(ValueError, match="read-only"):
+        cal.scores[0] = -1.0
+    # the loose attributes of earlier versions still read, with a warning
+    with pytest.warns(FutureWarning, match="calibration_.n_calibration"):
+        assert sur.n_calibration_ == cal.n_calibration
+    # set_params after calibration changes the next calibration, not this one
+    s = copy.deepcopy(sur).set_params(mondrian="class", alpha_conf=0.2)
+    assert s.calibration_.grouping == cal.grouping and s.calibration_.alpha_conf == 0.1
+    np.testing.assert_array_equal(
+        s.certify(_draw(kl, 20, np.random.default_rng(0))).radius,
+        sur.certify(_draw(kl, 20, np.random.default_rng(0))).radius,
+    )

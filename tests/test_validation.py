@@ -2,6 +2,7 @@
 was wrong and how to fix it (table-driven), and random inputs never crash, hang or give NaN radii
 (property-based, hypothesis)."""
 
+import copy
 import re
 import warnings
 
@@ -32,6 +33,13 @@ def models(digits):
         alpha_conf=0.1, max_epochs=1, random_state=0,
     ).fit(X[300:600])  # fmt: skip
     return X, y, clf, sur
+
+
+def _retrained(sur, X):
+    """A copy of a calibrated surrogate trained further (which drops its calibration)."""
+    sur = copy.deepcopy(sur)
+    k = len(sur.classes_)
+    return sur.partial_fit(X[:20], np.full((20, k), 1.0 / k, dtype=np.float32))
 
 
 def _new(**kw):
@@ -125,8 +133,8 @@ CASES = [
      ValueError, "n_calibration must be None or an integer >= 1"),
     ("n_members 0", lambda X, y, c, s: RRISESurrogate(c, **{**S, "n_members": 0}).fit(X),
      ValueError, "n_members must be an integer >= 1"),
-    ("unknown loss", lambda X, y, c, s: RRISESurrogate(c, **S, loss="x").fit(X),
-     ValueError, "loss must be 'soft_ce' or 'js'"),
+    ("removed option loss", lambda X, y, c, s: RRISESurrogate(c, **S, loss="x"),
+     TypeError, "loss was removed; for loss='js' pass criterion="),
     ("calibrating on the training set",
      lambda X, y, c, s: RRISESurrogate(c, **S).fit(c.training_inputs_), ValueError,
      "calibration inputs are identical to the smoothed classifier's training inputs"),
@@ -143,10 +151,8 @@ CASES = [
      "not fitted yet"),
     ("conformalize before fit", lambda X, y, c, s: RRISESurrogate(c, **S).conformalize(X[:50]),
      NotFittedError, r"Call fit\(X\) first"),
-    ("certify before calibration",
-     lambda X, y, c, s: RRISESurrogate(c, **{**S, "n_targets": 20}, calibrate=False, n_augment=0,
-                                       max_epochs=1).fit(X[300:400]).verify(X[:50]),
-     ValueError, "verify needs a calibrated surrogate"),
+    ("verify after partial_fit", lambda X, y, c, s: _retrained(s, X).verify(X[:50]),
+     NotFittedError, r"not calibrated: call conformalize\(X_cal\)"),
     # metrics and pipelines
     ("metric lengths", lambda X, y, c, s: metrics.certified_accuracy(y[:5], y[:4], np.ones(5)),
      ValueError, "same length"),

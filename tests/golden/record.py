@@ -1,4 +1,4 @@
-"""The surrogate's golden record: certificates, thresholds and model files to compare refactors with.
+"""The surrogate's golden record: certificates, thresholds and model files to compare with.
 
 Fits the surrogate of the known-answer fixture (``tests/test_surrogate.py::linear_setup``)
 in each grouping mode (``mondrian`` False, ``"class"``, ``"cap"``) and the surrogate of
@@ -40,9 +40,9 @@ def _draw(kl, size, rng):
 
 def linear_surrogate(mondrian):
     """The known-answer fixture's surrogate (as ``linear_setup``), calibrated with ``mondrian``."""
+    from conftest import KnownLinear
     from sklearn.frozen import FrozenEstimator
 
-    from conftest import KnownLinear
     from rrise_sklearn import RRISESurrogate
 
     kl = KnownLinear()

@@ -1,0 +1,646 @@
+"""The surrogate's fitted calibration: one object, its grouping, and the staged bounds.
+
+:class:`ConformalCalibration` is everything a conformal calibration of
+:class:`~rrise_sklearn.RRISESurrogate` fixes: the thresholds, the scores they came
+from, how inputs are grouped, the prediction cap and what the calibration is about
+(the smoothed classifier's sigma and Monte Carlo level, and a digest of the
+surrogate's weights). It is made once by ``conformalize`` and never changed.
+
+How calibration inputs are grouped is resolved once into a grouping object
+(:func:`resolve_grouping`): :class:`Pooled` (one threshold), :class:`ByClass`
+(one per predicted class) or :class:`CapSplit` (one for inputs predicted at the
+prediction cap, one for the others, falling back to the pooled threshold). Each
+knows which inputs its thresholds depend on (:meth:`Pooled.promote`), how to fit
+them and which exceedance law a dataset-level bound or a drift test uses.
+
+:func:`staged_bounds` is the staged Monte Carlo refinement as a pure function: its
+only link to Monte Carlo is a ``draw`` callable, so it can be tested on a table.
+The statistics are in ``method.md`` section 3; the exact two-group rule in
+:func:`rrise_sklearn.calibration.two_group_thresholds`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import stats
+from .calibration import (
+    conformal_rank,
+    conformal_threshold,
+    mapie_threshold,
+    min_calibration_size,
+    probit,
+    two_group_thresholds,
+)
+from .ensemble import WeightWatch, state_digest
+
+__all__ = [
+    "ByClass",
+    "CalibrationViews",
+    "CapSplit",
+    "ConformalCalibration",
+    "Pooled",
+    "StaleCalibrationError",
+    "cross_check_with_mapie",
+    "mc_bound",
+    "prediction_cap",
+    "resolve_grouping",
+    "staged_bounds",
+]
+
+# scores at or below this (at the cap) count as ties with the all-correct bound (float noise
+# between the cap and a Clopper-Pearson bound of n successes in n)
+CAP_TIE = 1e-9
+
+
+class StaleCalibrationError(ValueError):
+    """The surrogate (or its smoothed classifier) changed since it was calibrated."""
+
+
+def mc_bound(k: Any, n: int, alpha: float) -> np.ndarray:
+    """Clopper-Pearson lower bound of ``k`` successes in ``n`` at ``alpha``, on the probit scale.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.conformal import mc_bound
+    >>> from scipy.stats import beta, norm
+    >>> z = mc_bound([990], 1000, 0.001)[0]
+    >>> bool(abs(z - norm.ppf(beta.ppf(0.001, 990, 11))) < 1e-9)
+    True
+    """
+    k = np.asarray(k, dtype=np.float64)
+    lo, comp = stats._cp_lower_with_complement(k, np.full(len(k), float(n)), np.full(len(k), alpha))
+    return probit(lo, comp)
+
+
+def prediction_cap(n: int, alpha: float) -> float:
+    """The largest probit-scale lower bound ``n`` samples can give at ``alpha`` (all successes).
+
+    Examples
+    --------
+    >>> from rrise_sklearn.conformal import mc_bound, prediction_cap
+    >>> bool(abs(prediction_cap(1000, 0.001) - mc_bound([1000], 1000, 0.001)[0]) < 1e-9)
+    True
+    """
+    t = np.log(alpha) / n
+    return float(probit(np.exp(t), -np.expm1(t)))
+
+
+def cross_check_with_mapie(y_hat: Any, y_mc: Any, tau: float, alpha_conf: float) -> None:
+    """The order statistic must match MAPIE's one-sided split-conformal bound.
+
+    Our exact order statistic is the source of truth. MAPIE 1.6 picks one
+    order statistic more conservative for some sizes (floating-point rounding
+    of its level: e.g. ``m`` = 499, 899, 999 at ``alpha_conf=0.05``), so its
+    threshold may equal the next larger score; anything else is a bug.
+
+    Raises
+    ------
+    RuntimeError
+        If MAPIE's threshold is neither ``tau`` nor the next larger score.
+    """
+    m = len(y_hat)
+    if m <= min_calibration_size(alpha_conf) or alpha_conf >= 0.5:
+        # MAPIE refuses the smallest valid size (where tau is the largest score), and
+        # a one-sided bound at alpha_conf >= 1/2 has no two-sided MAPIE equivalent.
+        return
+    tau_mapie = mapie_threshold(y_hat, y_mc, alpha_conf)
+    scores = np.sort(np.asarray(y_hat, dtype=np.float64) - np.asarray(y_mc, dtype=np.float64))
+    above = np.searchsorted(scores, tau, side="right")  # the next larger score, if any
+    allowed = [tau] + ([float(scores[above])] if above < m else [])
+    if not any(np.isclose(tau_mapie, a, rtol=1e-9, atol=1e-9) for a in allowed):
+        raise RuntimeError(
+            f"Conformal threshold mismatch: order statistic {tau!r}, MAPIE {tau_mapie!r} "
+            "(neither equal nor one rank more conservative). Please report this with "
+            "your MAPIE version."
+        )
+
+
+def _law(m_new: Any, m_cal: Any, rank: Any) -> dict:
+    """One exceedance law (``calibration.exceedance_distribution``'s arguments), as arrays."""
+    return {"m_new": np.atleast_1d(m_new), "m_cal": np.atleast_1d(m_cal),
+            "rank": np.atleast_1d(rank)}  # fmt: skip
+
+
+def _pooled_law(m_new: int, m_cal: int, alpha_conf: float, pac_delta: float | None) -> dict:
+    return _law(int(m_new), int(m_cal), conformal_rank(int(m_cal), alpha_conf, pac_delta))
+
+
+# ---------------------------------------------------------------------------
+# groupings
+# ---------------------------------------------------------------------------
+class Pooled:
+    """One threshold for every input (optionally a PAC threshold at ``pac_delta``)."""
+
+    name = "pooled"
+
+    def __init__(self, pac_delta: float | None = None) -> None:
+        self.pac_delta = pac_delta
+
+    def promote(self, scores: np.ndarray, top: np.ndarray, below: np.ndarray,
+                alpha_conf: float) -> np.ndarray:  # fmt: skip
+        """The inputs whose scores the thresholds depend on (at or above a threshold)."""
+        promote = np.zeros(len(scores), dtype=bool)
+        for g in self._groups(top):
+            if len(g) == 0:
+                continue
+            try:
+                tau = conformal_threshold(scores[g], alpha_conf, self.pac_delta)
+            except ValueError:
+                continue  # too few points (Mondrian class): no certificates to tighten
+            promote[g[scores[g] >= tau]] = True
+        return promote
+
+    def _groups(self, top: np.ndarray) -> list[np.ndarray]:
+        return [np.arange(len(top))]
+
+    def fit(self, y_hat: np.ndarray, y_mc: np.ndarray, top: np.ndarray, below: np.ndarray,
+            alpha_conf: float) -> dict:  # fmt: skip
+        """The thresholds (and the fields of the calibration that say how they were chosen)."""
+        scores = y_hat - y_mc
+        tau = conformal_threshold(scores, alpha_conf, self.pac_delta)
+        if self.pac_delta is None:
+            cross_check_with_mapie(y_hat, y_mc, tau, alpha_conf)
+        return {"thresholds": np.array([tau])}
+
+
+class ByClass(Pooled):
+    """One threshold per predicted class (Mondrian); a class with too few inputs gets none."""
+
+    name = "class"
+
+    def __init__(self, n_classes: int, pac_delta: float | None = None) -> None:
+        super().__init__(pac_delta)
+        self.n_classes = int(n_classes)
+
+    def _groups(self, top: np.ndarray) -> list[np.ndarray]:
+        return [np.flatnonzero(top == c) for c in range(self.n_classes)]
+
+    def fit(self, y_hat: np.ndarray, y_mc: np.ndarray, top: np.ndarray, below: np.ndarray,
+            alpha_conf: float) -> dict:  # fmt: skip
+        scores = y_hat - y_mc
+        taus = np.full(self.n_classes, np.inf)
+        for c in range(self.n_classes):
+            sel = top == c
+            try:
+                taus[c] = conformal_threshold(scores[sel], alpha_conf, self.pac_delta)
+            except ValueError:
+                continue  # too few points of this class: no certificates for it
+            if self.pac_delta is None:
+                cross_check_with_mapie(y_hat[sel], y_mc[sel], taus[c], alpha_conf)
+        return {"thresholds": taus}
+
+
+class CapSplit:
+    """One threshold for inputs predicted at the prediction cap and one for the rest.
+
+    Each group gets its own threshold when the calibration set plus the new input
+    hold enough inputs of both groups, else the pooled one
+    (:func:`~rrise_sklearn.calibration.two_group_thresholds`). Group 0 is "at the
+    cap", group 1 "below the cap".
+    """
+
+    name = "cap"
+    pac_delta = None
+
+    def promote(self, scores: np.ndarray, top: np.ndarray, below: np.ndarray,
+                alpha_conf: float) -> np.ndarray:  # fmt: skip
+        # the thresholds this calibration would deploy: each group's own, or the pooled
+        # one (then every input at or above it matters)
+        thr, own, pooled = two_group_thresholds(scores, below, alpha_conf)
+        promote = np.zeros(len(scores), dtype=bool)
+        for j, g in enumerate((np.flatnonzero(~below), np.flatnonzero(below))):
+            if own[j]:
+                promote[g[scores[g] >= thr[j]]] = True
+        if not own.all():
+            promote[scores >= pooled] = True
+        # a score <= 0 at the cap already certifies the cap; more samples would only push
+        # the threshold below 0 (certificates beyond the cap), so leave it
+        promote[~below & (scores <= CAP_TIE)] = False
+        return promote
+
+    def fit(self, y_hat: np.ndarray, y_mc: np.ndarray, top: np.ndarray, below: np.ndarray,
+            alpha_conf: float) -> dict:  # fmt: skip
+        scores = y_hat - y_mc
+        thr, own, pooled = two_group_thresholds(scores, below, alpha_conf)
+        cross_check_with_mapie(y_hat, y_mc, pooled, alpha_conf)
+        for j, sel in enumerate((~below, below)):
+            if own[j]:
+                cross_check_with_mapie(y_hat[sel], y_mc[sel], thr[j], alpha_conf)
+        return {
+            "thresholds": thr,
+            "own": own,
+            "group_sizes": np.array([int((~below).sum()), int(below.sum())]),
+            "pooled_threshold": float(pooled),
+        }
+
+
+GROUPINGS = ("pooled", "class", "cap")
+
+
+def resolve_grouping(mondrian: Any, pac_delta: float | None, n_classes: int) -> Pooled | CapSplit:
+    """The grouping of ``RRISESurrogate(mondrian=...)``, resolved once.
+
+    ``"auto"`` is the cap split, or one threshold with ``pac_delta``; ``False`` one
+    threshold; ``"class"`` (or ``True``) one per predicted class; ``"cap"`` the cap split.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.conformal import resolve_grouping
+    >>> resolve_grouping("auto", None, 10).name, resolve_grouping("auto", 0.05, 10).name
+    ('cap', 'pooled')
+    """
+    if mondrian == "auto":
+        mondrian = False if pac_delta is not None else "cap"
+    if mondrian == "cap":
+        return CapSplit()
+    if mondrian is True or mondrian == "class":
+        return ByClass(n_classes, pac_delta)
+    return Pooled(pac_delta)
+
+
+# ---------------------------------------------------------------------------
+# the staged Monte Carlo bounds
+# ---------------------------------------------------------------------------
+def staged_bounds(
+    k: Any,
+    n_first: int,
+    stages: list[int],
+    alpha_stage: float,
+    y_hat: np.ndarray,
+    promote: Callable[[np.ndarray], np.ndarray],
+    draw: Callable[[np.ndarray, int, int], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Later calibration stages: more samples only where the threshold needs them.
+
+    Repeats until nothing changes: compute the scores ``y_hat - bound``; every
+    input that ``promote(scores)`` selects and that has not had every stage gets
+    the next one (``stages[j]`` fresh samples, ``draw(inputs, j, round)`` returning
+    their counts of the surrogate's class). An input's bound is the largest of
+    its stages' Clopper-Pearson bounds, each from all its samples so far at
+    ``alpha_stage``.
+
+    Why this is valid and loses nothing: had every input had every stage, every
+    bound would hold with probability ``1 - alpha_mc`` (union bound over the
+    stages, ``alpha_stage = alpha_mc / (1 + len(stages))``) and the scores would be
+    exchangeable. An input with fewer stages has a score at least as large, so the
+    threshold is never below that of full refinement; and when the loop stops, the
+    threshold and every score above it come from inputs with every stage while all
+    others lie below, so the threshold *equals* that of full refinement (for these
+    draws). ``draw`` must give each (stage, round) noise of its own.
+
+    Parameters
+    ----------
+    k : array-like of shape (m,)
+        First-stage counts of the surrogate's class.
+    n_first : int
+        First-stage samples per input.
+    stages : list of int
+        Extra samples of each later stage.
+    alpha_stage : float
+        Level of each stage's bound.
+    y_hat : ndarray of shape (m,)
+        The surrogate's (capped) probit-scale predictions.
+    promote : callable
+        ``promote(scores) -> bool mask``: the inputs the thresholds depend on.
+    draw : callable
+        ``draw(indices, stage, round) -> counts`` of the surrogate's class.
+
+    Returns
+    -------
+    bounds : ndarray of shape (m,)
+        The probit-scale Monte Carlo lower bounds.
+    levels : ndarray of shape (m,)
+        Later stages each input had.
+
+    Examples
+    --------
+    A table of counts stands in for Monte Carlo: only the input near the
+    threshold gets the second stage.
+
+    >>> import numpy as np
+    >>> from rrise_sklearn.conformal import mc_bound, staged_bounds
+    >>> k = np.array([1000, 1000, 950])
+    >>> y_hat = mc_bound(k, 1000, 0.0005) + [0.0, 0.1, 0.3]
+    >>> bounds, levels = staged_bounds(
+    ...     k, 1000, [9000], 0.0005, y_hat,
+    ...     promote=lambda s: s >= np.max(s), draw=lambda i, j, r: np.full(len(i), 8600))
+    >>> levels.tolist()
+    [0, 0, 1]
+    """
+    m = len(y_hat)
+    cum = np.cumsum([n_first, *stages])  # samples after each stage
+    k = np.asarray(k, dtype=np.int64).copy()
+    y_mc = mc_bound(k, n_first, alpha_stage)
+    level = np.zeros(m, dtype=np.int64)  # stages after the first each input has had
+    rnd = 0
+    while stages:
+        want = promote(y_hat - y_mc) & (level < len(stages))
+        if not want.any():
+            break
+        for j in np.unique(level[want]):
+            sel = np.flatnonzero(want & (level == j))
+            k[sel] += np.asarray(draw(sel, int(j), rnd), dtype=np.int64)
+            y_mc[sel] = np.maximum(y_mc[sel], mc_bound(k[sel], int(cum[j + 1]), alpha_stage))
+            level[sel] = j + 1
+        rnd += 1
+    return y_mc, level
+
+
+# ---------------------------------------------------------------------------
+# the fitted calibration
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ConformalCalibration:
+    """A fitted conformal calibration of an RRISE surrogate (read-only).
+
+    Made by :meth:`RRISESurrogate.conformalize <rrise_sklearn.RRISESurrogate.conformalize>`
+    and held as its ``calibration_``.
+
+    Attributes
+    ----------
+    grouping : {"pooled", "class", "cap"}
+        How inputs get their threshold.
+    alpha_conf : float
+        Conformal miscoverage level.
+    pac_delta : float or None
+        Level of a PAC threshold (``None``: marginal).
+    thresholds : ndarray
+        One threshold (pooled), one per class index (class; ``inf``: none),
+        or ``[at the cap, below the cap]`` (cap).
+    scores : ndarray of shape (m,)
+        The calibration's conformity scores (after the staged refinement).
+    classes : ndarray of shape (m,)
+        The surrogate's class index of each calibration input.
+    refine_levels : ndarray of shape (m,)
+        Later Monte Carlo stages each calibration input had.
+    prediction_cap : float
+        The largest probit-scale bound the first stage can give; predictions are
+        capped there.
+    n_samples : int
+        First-stage Monte Carlo samples per calibration input.
+    stages : tuple of int
+        Extra samples of each later stage (``n_refine``).
+    setting : dict
+        What the calibration is about: ``sigma`` and ``alpha_mc`` of the smoothed
+        classifier.
+    network_digest : str or None
+        SHA-256 of the surrogate's weights when it was calibrated (``None`` in
+        model files of format 1, where the file's checksums tie them).
+    first_stage_scores : ndarray or None
+        Scores of the first stage alone (what ``monitor`` compares with).
+    first_stage_alpha : float or None
+        Level of the first stage's bounds.
+    own, group_sizes, pooled_threshold
+        The cap split's: whether each group has its own threshold, the groups'
+        sizes and the pooled threshold (``None`` for other groupings).
+    """
+
+    grouping: str
+    alpha_conf: float
+    pac_delta: float | None
+    thresholds: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    refine_levels: np.ndarray
+    prediction_cap: float
+    n_samples: int
+    stages: tuple = ()
+    setting: dict = field(default_factory=dict)
+    network_digest: str | None = None
+    first_stage_scores: np.ndarray | None = None
+    first_stage_alpha: float | None = None
+    own: np.ndarray | None = None
+    group_sizes: np.ndarray | None = None
+    pooled_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS}; got {self.grouping!r}.")
+        for name in ("thresholds", "scores", "classes", "refine_levels", "first_stage_scores",
+                     "own", "group_sizes"):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, np.ndarray):
+                v = v.copy()
+                v.flags.writeable = False  # a fitted calibration is never edited in place
+                object.__setattr__(self, name, v)
+
+    # -- what users read -------------------------------------------------
+    @property
+    def threshold(self) -> float | np.ndarray:
+        """The threshold (a float for one pooled threshold, else the array)."""
+        return float(self.thresholds[0]) if self.grouping == "pooled" else self.thresholds
+
+    @property
+    def n_calibration(self) -> int:
+        """Number of calibration inputs."""
+        return len(self.scores)
+
+    @property
+    def refined(self) -> np.ndarray:
+        """Indices of the calibration inputs refined at least once."""
+        return np.flatnonzero(self.refine_levels > 0)
+
+    # -- certificates ----------------------------------------------------
+    def below_cap(self, y_hat: np.ndarray) -> np.ndarray:
+        """``True`` where the capped prediction is below the prediction cap."""
+        return np.asarray(y_hat) < self.prediction_cap
+
+    def threshold_for(self, top: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
+        """The calibrated threshold of each input (``y_hat``: capped probit predictions)."""
+        if self.grouping == "pooled":
+            return np.full(len(top), self.thresholds[0])
+        if self.grouping == "cap":
+            return self.thresholds[self.below_cap(y_hat).astype(np.int64)]
+        return self.thresholds[top]
+
+    def calibrated_z(self, top: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
+        """``PhiInv`` of the calibrated lower bound of each input."""
+        return np.asarray(y_hat, dtype=np.float64) - self.threshold_for(top, y_hat)
+
+    def check_setting(self, sigma: float, alpha_mc: float) -> None:
+        """Refuse a smoothed classifier whose sigma or Monte Carlo level changed.
+
+        Raises
+        ------
+        StaleCalibrationError
+            Naming what changed and how to recalibrate.
+        """
+        now = {"sigma": float(sigma), "alpha_mc": float(alpha_mc)}
+        then = self.setting
+        changed = [k for k in then if k in now and not abs(then[k] - now[k]) <= 1e-12 * abs(now[k])]
+        if changed:
+            what = ", ".join(f"{k}={then[k]!r} then, {now[k]!r} now" for k in changed)
+            raise StaleCalibrationError(
+                f"This RRISESurrogate was calibrated for a smoothed classifier with other "
+                f"settings ({what}); its threshold says nothing about the classifier as it is "
+                "now. Restore the smoothed classifier's settings, or recalibrate with "
+                "conformalize(X_cal) (refit with fit(X) when sigma changed)."
+            )
+
+    # -- the laws of exceedance counts -------------------------------------
+    def _exceedance_groups(self, top: np.ndarray) -> dict:
+        """Per calibration group: new inputs, calibration inputs, threshold rank.
+
+        A class whose threshold is infinite (too few calibration points) gets
+        rank ``m_cal + 1`` (no exceedances possible).
+        """
+        if self.grouping != "class":
+            return _pooled_law(len(top), self.n_calibration, self.alpha_conf, self.pac_delta)
+        K = len(self.thresholds)
+        m_new = np.bincount(top, minlength=K)
+        m_cal = np.bincount(self.classes, minlength=K)
+        rank = np.empty(K, dtype=np.int64)
+        for c in range(K):
+            try:
+                rank[c] = conformal_rank(int(m_cal[c]), self.alpha_conf, self.pac_delta)
+            except ValueError:
+                rank[c] = m_cal[c] + 1
+        keep = m_cal > 0  # a class with no calibration point has tau = inf: no exceedances
+        return _law(m_new[keep], m_cal[keep], rank[keep])
+
+    def conformal_info(self, top: np.ndarray, y_hat: np.ndarray) -> dict:
+        """What a dataset-level bound needs to account for the shared threshold.
+
+        ``conformal_groups``: one law of the exceedance count (or, with
+        ``conformal_split``, several whose quantiles add up, each at its share
+        of the level). With the cap split a bound must hold whichever
+        thresholds the calibration deployed (own or pooled, decided from the
+        calibration's group sizes): the group laws hold given the groups, the
+        pooled law holds marginally, so each gets half the level, in every
+        calibration.
+        """
+        if self.grouping != "cap":
+            return {"conformal_groups": self._exceedance_groups(top)}
+        below = self.below_cap(y_hat)
+        own = self.own
+        sizes_new = np.array([int((~below).sum()), int(below.sum())])
+        sizes_cal = np.asarray(self.group_sizes, dtype=np.int64)
+        laws = []
+        if own.any():
+            j = np.flatnonzero(own)
+            rank = np.array([conformal_rank(int(sizes_cal[i]), self.alpha_conf) for i in j])
+            laws.append(_law(sizes_new[j], sizes_cal[j], rank))
+        if not own.all():
+            # inputs of a group without its own threshold: count every new input against
+            # the pooled threshold (at least as many exceedances)
+            laws.append(_pooled_law(len(top), self.n_calibration, self.alpha_conf, None))
+        return {"conformal_groups": laws, "conformal_split": 2}
+
+    def drift_test(self, scores: np.ndarray, top: np.ndarray, y_hat: np.ndarray
+                   ) -> tuple[np.ndarray, dict]:  # fmt: skip
+        """Which fresh scores a drift test counts, and the law of that count.
+
+        With the cap split the test counts the scores above the pooled threshold:
+        computed the same way whichever thresholds the calibration deployed, so its
+        law needs no condition. Otherwise the scores above each input's threshold.
+        """
+        if self.grouping == "cap":
+            tested = scores > self.pooled_threshold
+            return tested, _pooled_law(len(scores), self.n_calibration, self.alpha_conf, None)
+        return scores > self.threshold_for(top, y_hat), self._exceedance_groups(top)
+
+
+# ---------------------------------------------------------------------------
+# the estimator's view of its calibration
+# ---------------------------------------------------------------------------
+#: the loose calibration attributes of earlier versions -> the calibration's fields
+_OLD_ATTRIBUTES = {
+    "threshold_groups_": "grouping",
+    "threshold_own_": "own",
+    "threshold_group_sizes_": "group_sizes",
+    "pooled_threshold_": "pooled_threshold",
+    "refined_": "refined",
+    "first_stage_scores_": "first_stage_scores",
+    "first_stage_alpha_": "first_stage_alpha",
+    "calibrated_for_": "setting",
+    "calibration_classes_": "classes",
+    "n_calibration_": "n_calibration",
+    "calibration_samples_": "n_samples",
+}
+
+
+class CalibrationViews:
+    """An estimator's side of its fitted ``calibration_``: views and the staleness guard.
+
+    ``_check_network`` refuses a network whose weights are not those the
+    calibration was made for (its ``module_``).
+
+    ``threshold_``, ``calibration_scores_``, ``prediction_cap_`` and
+    ``refine_levels_`` read the calibration's fields; the other loose
+    attributes of earlier versions (``pooled_threshold_``, ``n_calibration_``,
+    ...) still read, with a ``FutureWarning``, for one release.
+    """
+
+    def _calibration(self) -> ConformalCalibration:
+        cal = self.__dict__.get("calibration_")
+        if cal is None:
+            raise AttributeError(
+                f"{type(self).__name__} is not calibrated: call conformalize(X_cal)."
+            )
+        return cal
+
+    threshold_ = property(
+        lambda self: self._calibration().threshold,
+        doc="Calibrated threshold (``calibration_.threshold``).",
+    )
+    calibration_scores_ = property(
+        lambda self: self._calibration().scores,
+        doc="Conformity scores of the calibration set (``calibration_.scores``).",
+    )
+    prediction_cap_ = property(
+        lambda self: self._calibration().prediction_cap,
+        doc="The cap of the probit predictions (``calibration_.prediction_cap``).",
+    )
+    refine_levels_ = property(
+        lambda self: self._calibration().refine_levels,
+        doc="Later Monte Carlo stages of each calibration input (``calibration_.refine_levels``).",
+    )
+
+    def _check_network(self) -> None:
+        """Refuse to certify with a network other than the one calibrated.
+
+        The threshold bounds *this* network's error; after ``partial_fit``, a
+        manual weight change or a replaced layer it says nothing. The check is
+        cheap when nothing changed: the identity, version counter and storage of
+        every weight, remembered after the last full check (a SHA-256 of the
+        weights against the calibration's ``network_digest``).
+        """
+        seen = self.__dict__.get("_network_seen_")
+        if seen is not None and seen.unchanged(self.module_):
+            return
+        want = self._calibration().network_digest
+        if want is not None and state_digest(self.module_) != want:
+            raise StaleCalibrationError(
+                "The network changed since calibration (partial_fit, a weight or layer "
+                "changed, another module_): the threshold says nothing about it. Recalibrate "
+                "with conformalize(X_cal)."
+            )
+        self._network_seen_ = WeightWatch(self.module_)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_network_seen_", None)  # object identities: meaningless after unpickling
+        return state
+
+    def __getattr__(self, name: str) -> Any:
+        cal = self.__dict__.get("calibration_")
+        if name in _OLD_ATTRIBUTES and cal is not None:
+            new = _OLD_ATTRIBUTES[name]
+            warnings.warn(
+                f"{type(self).__name__}.{name} is deprecated: read calibration_.{new} instead "
+                "(removed in the next release).",
+                FutureWarning,
+                stacklevel=2,
+            )
+            value = getattr(cal, new)
+            if name == "threshold_groups_":
+                value = {"pooled": "one"}.get(value, value)  # the names of earlier versions
+            if value is not None:
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
