@@ -256,6 +256,24 @@ def block_noise(
     return torch.randn(shape, generator=gen, device=dev, dtype=torch.float32)
 
 
+#: the largest sigma the engine accepts: noise is float32 (largest value 3.4e38), and
+#: x + sigma * z for Gaussian draws z up to about 8 must stay finite
+MAX_SIGMA = 1e30
+
+
+class NonFiniteScoresError(ValueError):
+    """The network returned NaN or infinite scores: no counts, and so no certificate."""
+
+
+def non_finite_message(n_bad: int, n_rows: int, what: str = "noisy inputs") -> str:
+    return (
+        f"the network returned non-finite scores (NaN or inf) for {n_bad} of {n_rows} {what}: "
+        "a broken network (NaN or inf weights), a sigma too large for the input dtype, or "
+        "inputs out of range. A non-finite score is not a vote for a class: no counts and no "
+        "certificate are given. Check the weights (torch.isfinite) and the inputs' scale."
+    )
+
+
 def _module_device(forward: Any) -> torch.device:
     if isinstance(forward, torch.nn.Module):
         for p in forward.parameters():
@@ -361,6 +379,9 @@ def _count_groups(
     owner = torch.empty(batch_size, dtype=torch.int64, device=device)
     row_ids = torch.arange(batch_size, device=device)  # made once; whole inputs: row r -> r // s
     ones = torch.ones(batch_size, dtype=torch.int64, device=device)
+    # rows with a non-finite score, counted on the device (no sync per batch) and checked
+    # before any count is returned
+    n_bad = torch.zeros((), dtype=torch.int64, device=device)
     fill = 0
 
     def flush() -> None:
@@ -372,6 +393,10 @@ def _count_groups(
             out = forward(batch)
         else:
             out = forward(batch.cpu().numpy())
+        if not isinstance(out, torch.Tensor):
+            out = torch.as_tensor(np.asarray(out), device=device)
+        if out.is_floating_point() and out.ndim == 2:
+            n_bad.add_((~torch.isfinite(out)).any(dim=1).sum())
         cls = _to_classes(out, n_classes, fill, device)
         counts.index_add_(0, owner[:fill].mul_(n_classes).add_(cls), ones[:fill])
         fill = 0
@@ -413,6 +438,8 @@ def _count_groups(
     finally:
         blocks.close()
     flush()
+    if int(n_bad):
+        raise NonFiniteScoresError(non_finite_message(int(n_bad), n_inputs * n))
     return counts.view(n_inputs, n_classes).cpu().numpy()
 
 
@@ -541,6 +568,11 @@ def _check_engine_args(
     sigma = float(sigma)
     if not np.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a finite number > 0; got sigma={sigma!r}.")
+    if sigma > MAX_SIGMA:
+        raise ValueError(
+            f"sigma={sigma!r} is above {MAX_SIGMA:g}: the noise is float32 (largest value "
+            "3.4e38) and the noisy inputs would overflow. Rescale the inputs instead."
+        )
     checked = [("n", n), ("n_classes", n_classes), ("noise_sharing", noise_sharing)]
     if not (isinstance(batch_size, str) and batch_size == "auto"):
         checked.append(("batch_size", batch_size))

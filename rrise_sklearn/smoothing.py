@@ -23,7 +23,15 @@ from . import stats
 from ._validation import inferred_module_kwargs, validate_inputs
 from .metrics import certified_accuracy
 from .results import CertificationResult
-from .sampling import MonteCarloCounts, monte_carlo_counts, precompute_counts, resolve_seed
+from .sampling import (
+    MAX_SIGMA,
+    MonteCarloCounts,
+    NonFiniteScoresError,
+    monte_carlo_counts,
+    non_finite_message,
+    precompute_counts,
+    resolve_seed,
+)
 from .training import check_params as check_training
 from .training import smoothed_loss
 
@@ -86,7 +94,11 @@ def eval_forward(module: torch.nn.Module, X: Any, device: Any, chunk: int = 8192
     finally:
         if switch:
             module.train(was_training)
-    return torch.cat(outs)
+    out = torch.cat(outs)
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).sum())
+        raise NonFiniteScoresError(non_finite_message(bad, len(out), "inputs"))
+    return out
 
 
 def _warn_if_n_too_small(n: int, alpha: float, what: str) -> None:
@@ -361,10 +373,10 @@ class SmoothedClassifier(NeuralNetClassifier):
     # ------------------------------------------------------------------
     def _validate_smoothing_params(self) -> None:
         sigma = self.sigma
-        if not _is_real(sigma) or not np.isfinite(sigma) or sigma <= 0:
+        if not _is_real(sigma) or not np.isfinite(sigma) or not 0 < sigma <= MAX_SIGMA:
             raise ValueError(
                 "sigma (the noise standard deviation, in the units of X) must be a finite "
-                f"number > 0; got sigma={sigma!r}."
+                f"number in (0, {MAX_SIGMA:g}] (the noise is float32); got sigma={sigma!r}."
             )
         check_training(self.training, self.get_params_for("training"))
         _check_int("n0", self.n0)
