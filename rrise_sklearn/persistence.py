@@ -46,7 +46,9 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import hmac
 import inspect
 import io
 import json
@@ -65,17 +67,33 @@ import torch
 from ._io import write_atomic
 from .conformal import ConformalCalibration
 from .ensemble import MeanLogProbEnsemble, state_digest
-from .smoothing import SmoothedClassifier, build_module
+from .nets import JensenShannonLoss, ProbitTailLoss
+from .smoothing import SmoothedClassifier, build_module, module_kwargs
 from .surrogate import RRISESurrogate
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "is_model_file", "load", "save"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_COMPRESSION_RATIO",
+    "MAX_ENSEMBLE_MEMBERS",
+    "MAX_MEMBER_BYTES",
+    "ModelFileError",
+    "is_model_file",
+    "load",
+    "save",
+]
 
 FORMAT = "rrise-sklearn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a digest over the manifest, the calibration as one section
 _MANIFEST = "manifest.json"
 _ARRAYS = "arrays.npz"
 _MEMBER_NAME = re.compile(r"^[a-z0-9_]+\.(safetensors|npz)$")
 _MAX_MANIFEST_BYTES = 16 * 2**20
+#: the largest member a model file may hold, and the largest compression ratio of a zip member
+#: (save writes members uncompressed): a small file never unpacks into gigabytes
+MAX_MEMBER_BYTES = 8 * 2**30
+MAX_COMPRESSION_RATIO = 20
+#: the most networks an ensemble in a model file may hold
+MAX_ENSEMBLE_MEMBERS = 1024
 
 # preprocessing steps a saved Pipeline may hold: their fitted state is numeric arrays only
 _SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "Normalizer")
@@ -200,25 +218,40 @@ def _resolve_module(spec: dict, module: Any) -> Any:
 
 
 def _resolve_torch(name: Any, kind: str) -> Any:
-    """A loss class from torch.nn or an optimizer class from torch.optim, by name."""
+    """A loss class (torch.nn's or rrise_sklearn.nets') or a torch.optim optimizer, by name."""
+    if kind == "criterion" and isinstance(name, str) and name in _NET_LOSSES:
+        return _NET_LOSSES[name]
     base, namespace = (
-        (torch.nn.Module, torch.nn) if kind == "criterion" else (torch.optim.Optimizer, torch.optim)
+        (torch.nn.modules.loss._Loss, torch.nn)
+        if kind == "criterion"
+        else (torch.optim.Optimizer, torch.optim)
     )
     prefix = f"{namespace.__name__}."
-    if not isinstance(name, str) or not name.startswith(prefix):
-        raise ModelFileError(f"{kind} {name!r} is not a class of {namespace.__name__}")
-    cls = getattr(namespace, name[len(prefix) :], None)
+    what = "a loss class" if kind == "criterion" else "an optimizer class"
+    cls = None
+    if isinstance(name, str) and name.startswith(prefix):
+        cls = getattr(namespace, name[len(prefix) :], None)
     if not (inspect.isclass(cls) and issubclass(cls, base)):
-        raise ModelFileError(f"{kind} {name!r} is not a class of {namespace.__name__}")
+        raise ModelFileError(f"{kind} {name!r} is not {what} of {namespace.__name__}")
     return cls
 
 
 def _torch_name(cls: Any, kind: str) -> str | None:
+    if kind == "criterion":
+        for name, known in _NET_LOSSES.items():
+            if cls is known:
+                return name
     namespace = torch.nn if kind == "criterion" else torch.optim
     if inspect.isclass(cls) and getattr(namespace, cls.__name__, None) is cls:
         return f"{namespace.__name__}.{cls.__name__}"
     return None
 
+
+#: the losses of rrise_sklearn.nets a model file may name as its criterion
+_NET_LOSSES = {
+    "rrise_sklearn.nets.JensenShannonLoss": JensenShannonLoss,
+    "rrise_sklearn.nets.ProbitTailLoss": ProbitTailLoss,
+}
 
 # ---------------------------------------------------------------------------
 # estimator parameters
@@ -345,7 +378,7 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
     }
     cal = getattr(est, "calibration_", None)
     if cal is not None:
-        fitted.update(_calibration_fields(cal, w))
+        fitted["calibration"] = _calibration_state(cal, w)
     if include_training_data and hasattr(est, "train_inputs_"):
         fitted["train_inputs"] = w.array("surrogate_train_inputs", est.train_inputs_)
         fitted["train_counts"] = w.array("surrogate_train_counts", est.train_counts_)
@@ -383,7 +416,13 @@ def _save_scaler(step: Any, i: int, w: _Writer) -> dict:
     return {"class": name, "params": _plain(params), "fitted": fitted}
 
 
-def save(estimator: Any, path: str | os.PathLike, *, include_training_data: bool = False) -> str:
+def save(
+    estimator: Any,
+    path: str | os.PathLike,
+    *,
+    include_training_data: bool = False,
+    key: bytes | str | None = None,
+) -> str:
     """Write a fitted estimator to ``path`` in a format that cannot run code when loaded.
 
     Parameters
@@ -401,6 +440,11 @@ def save(estimator: Any, path: str | os.PathLike, *, include_training_data: bool
         (``training_inputs_``, used by a later ``RRISESurrogate.fit``) and an
         RRISESurrogate's training inputs and counts (``train_inputs_``,
         ``train_counts_``); they can be large and may be private.
+    key : bytes or str, optional
+        Sign the file: its digest becomes an HMAC-SHA256 under this key, and
+        :func:`load` then needs the same key. Without a key the digest is a
+        plain SHA-256, which catches damage and casual edits but not someone
+        who recomputes it.
 
     Returns
     -------
@@ -445,12 +489,57 @@ def save(estimator: Any, path: str | os.PathLike, *, include_training_data: bool
     np.savez(buf, **w.arrays)
     w.members[_ARRAYS] = buf.getvalue()
     manifest["files"] = {name: _sha256(data) for name, data in sorted(w.members.items())}
+    manifest["digest"] = _digest(manifest, key)
     members = {_MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode(), **w.members}
     if path.endswith(".zip"):
         _write_zip(path, members)
     else:
         _write_dir(path, members)
     return path
+
+
+def _canonical(manifest: dict) -> bytes:
+    """The manifest's bytes under its digest: sorted keys, no whitespace, without "digest"."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _key_bytes(key: bytes | str) -> bytes:
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if not isinstance(key, bytes) or not key:
+        raise TypeError("key must be non-empty bytes or str.")
+    return key
+
+
+def _digest(manifest: dict, key: bytes | str | None) -> dict:
+    """SHA-256 of the canonical manifest (which lists every member's SHA-256), or an
+    HMAC-SHA256 of it under ``key``."""
+    body = _canonical(manifest)
+    if key is None:
+        return {"kind": "sha256", "value": hashlib.sha256(body).hexdigest()}
+    return {"kind": "hmac-sha256", "value": hmac.new(_key_bytes(key), body, "sha256").hexdigest()}
+
+
+def _check_digest(manifest: dict, key: bytes | str | None, path: str) -> None:
+    found = manifest.get("digest")
+    if not (isinstance(found, dict) and isinstance(found.get("value"), str)
+            and found.get("kind") in ("sha256", "hmac-sha256")):  # fmt: skip
+        raise ModelFileError(f"{path}: the manifest has no valid digest")
+    if found["kind"] == "hmac-sha256" and key is None:
+        raise ModelFileError(f"{path} is signed with a key: load it with load(path, key=...)")
+    if found["kind"] == "sha256" and key is not None:
+        raise ModelFileError(
+            f"{path} is not signed (plain SHA-256 digest) but a key was given: refusing it"
+        )
+    want = _digest(manifest, key)["value"]
+    if not hmac.compare_digest(want, found["value"]):
+        what = "the key is wrong, or " if key is not None else ""
+        raise ModelFileError(
+            f"{path}: the manifest does not match its digest: {what}the file is damaged or was "
+            "edited (a plain digest catches damage and casual edits; sign files with key= "
+            "against deliberate ones)"
+        )
 
 
 def _save_final(est: Any, w: _Writer, dropped: list, include_training_data: bool) -> dict:
@@ -517,6 +606,8 @@ def _read_members(path: str) -> tuple[dict, dict[str, bytes]]:
             file = os.path.join(path, name)
             if not os.path.isfile(file):
                 raise ModelFileError(f"{path}: member {name} is missing")
+            if os.path.getsize(file) > MAX_MEMBER_BYTES:
+                raise ModelFileError(f"{path}: member {name} is over {MAX_MEMBER_BYTES} bytes")
             with open(file, "rb") as fh:
                 return fh.read()
 
@@ -532,6 +623,15 @@ def _read_members(path: str) -> tuple[dict, dict[str, bytes]]:
         ) from None
     with zf:
         names = set(zf.namelist())
+        for info in zf.infolist():  # sizes from the central directory, before reading anything
+            if info.file_size > MAX_MEMBER_BYTES or info.file_size > MAX_COMPRESSION_RATIO * max(
+                info.compress_size, 2**16
+            ):
+                raise ModelFileError(
+                    f"{path}: member {info.filename} unpacks to {info.file_size} bytes from "
+                    f"{info.compress_size}; refusing members over {MAX_MEMBER_BYTES} bytes or "
+                    f"compressed more than {MAX_COMPRESSION_RATIO}x"
+                )
 
         def read_member(name: str) -> bytes:
             if name not in names:
@@ -550,7 +650,7 @@ def _collect_members(path: str, read: Any, names: set | None) -> tuple[dict, dic
         raise ModelFileError(f"{path}: manifest is implausibly large ({len(raw)} bytes)")
     try:
         manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path}: manifest.json is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an rrise-sklearn model (manifest format field)")
@@ -627,6 +727,43 @@ def _load_weights(net: torch.nn.Module, state: dict, path: str, what: str) -> No
         ) from None
 
 
+def _check_network_fits(est: Any, state: dict, path: str, what: str) -> None:
+    """Refuse network options that ask for another network than the weights hold, before
+    building it: every integer option at most the weights' element count, then the network
+    built on torch's "meta" device (no memory) must have exactly the weights' shapes."""
+    if not inspect.isclass(est.module):
+        return  # an instance: the caller built it
+    total = sum(int(t.numel()) for t in state.values())
+    kwargs = module_kwargs(est)
+    for name, value in kwargs.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > max(total, 1):
+            raise ModelFileError(
+                f"{path}: the {what}'s option {name}={value} exceeds the {total} weights the "
+                "file holds"
+            )
+        if "layer" in name and isinstance(value, int) and value > len(state):
+            raise ModelFileError(
+                f"{path}: the {what}'s option {name}={value}, but the file holds "
+                f"{len(state)} weight tensors"
+            )
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in est.module(**kwargs).state_dict().items()}
+    except Exception as exc:  # noqa: BLE001 - the class rejects the options
+        if not est.module.__module__.startswith("rrise_sklearn."):
+            return  # the caller's class may not build on "meta"; its own check is the load
+        raise ModelFileError(
+            f"{path}: the {what} cannot be built from its options ({exc})"
+        ) from None
+    held = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != held:
+        diff = sorted(set(shapes.items()) ^ set(held.items()))[:4]
+        raise ModelFileError(
+            f"{path}: the {what}'s options describe other weights than the file holds "
+            f"(first differences: {diff})"
+        )
+
+
 def _build_params(spec: dict, path: str, device: Any) -> dict:
     params = dict(_get(spec, "params", path))
     for kind in ("criterion", "optimizer"):
@@ -661,6 +798,8 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est.input_shape_ = tuple(int(s) for s in shape)
         est.n_features_in_ = int(math.prod(est.input_shape_))
     est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
+    state = r.weights(_get(spec, "weights", r.path))
+    _check_network_fits(est, state, r.path, "base network")
     try:
         est.initialize()  # skorch rejects unknown parameters here
     except (TypeError, ValueError) as exc:
@@ -675,7 +814,7 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     est._n_count_draws = int(fitted.get("n_count_draws", 0))
     if "training_inputs" in fitted:
         est.training_inputs_ = r.array(fitted["training_inputs"]).astype(np.float32)
-    _load_weights(est.module_, r.weights(_get(spec, "weights", r.path)), r.path, "base network")
+    _load_weights(est.module_, state, r.path, "base network")
     est.module_.eval()
     return est
 
@@ -698,11 +837,23 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     est.input_shape_ = tuple(int(s) for s in _get(fitted, "input_shape", r.path))
     est.n_features_in_ = int(math.prod(est.input_shape_))
     est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
+    state = r.weights(_get(spec, "weights", r.path))
+    k = fitted.get("ensemble_members", 0)
+    held = {key.split(".")[1] for key in state if key.startswith("members.")}
+    if not (isinstance(k, int) and 0 <= k <= MAX_ENSEMBLE_MEMBERS and k == len(held)):
+        raise ModelFileError(
+            f"{r.path}: ensemble_members={k!r}, but the surrogate's weights hold {len(held)} "
+            f"members (at most {MAX_ENSEMBLE_MEMBERS})"
+        )
+    if cls is not None:  # its own network class: check its size before building it
+        member = {
+            key.split(".", 2)[2]: t for key, t in state.items() if key.startswith("members.0.")
+        }
+        _check_network_fits(est, member if k else state, r.path, "surrogate network")
     try:
         est.initialize()  # skorch rejects unknown parameters here (e.g. a removed option)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{r.path}: invalid RRISESurrogate parameters ({exc})") from None
-    k = int(fitted.get("ensemble_members", 0))
     if k > 0:
         import copy
 
@@ -711,11 +862,13 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         ]
         est.module_ = MeanLogProbEnsemble(members).to(est.device)
         est.initialize_optimizer()
-    _load_weights(est.module_, r.weights(_get(spec, "weights", r.path)), r.path, "surrogate")
+    _load_weights(est.module_, state, r.path, "surrogate")
     est.module_.eval()
     if fitted.get("amortization") is not None:
         est.amortization_ = dict(fitted["amortization"])
-    if "threshold" in fitted:
+    if "calibration" in fitted:
+        est.calibration_ = _calibration_from_state(_get(fitted, "calibration", r.path), r, est)
+    elif "threshold" in fitted:  # format 1
         est.calibration_ = _calibration_from_fields(fitted, r, est)
     if "train_inputs" in fitted:
         est.train_inputs_ = r.array(fitted["train_inputs"])
@@ -753,38 +906,45 @@ def _drop_removed_options(params: dict, path: str) -> None:
         )
 
 
-def _calibration_fields(cal: Any, w: _Writer) -> dict:
-    """The one converter of a fitted calibration to the manifest and arrays (format 1 keys)."""
-    fields = {
-        "threshold": w.array("surrogate_threshold", np.asarray(cal.threshold)),
-        "threshold_per_class": cal.grouping != "pooled",
-        "threshold_groups": {"pooled": "one"}.get(cal.grouping, cal.grouping),
-        "calibration_scores": w.array("surrogate_scores", cal.scores),
-        "calibration_classes": w.array("surrogate_score_classes", cal.classes),
-        "refined": w.array("surrogate_refined", cal.refined),
-        "refine_levels": w.array("surrogate_refine_levels", cal.refine_levels),
-        "prediction_cap": float(cal.prediction_cap),
-        "n_calibration": int(cal.n_calibration),
-        "calibration_samples": int(cal.n_samples),
-        "calibrated_for": _plain(cal.setting),
-        "refine_stages": [int(v) for v in cal.stages],
-        "alpha_conf": float(cal.alpha_conf),
-        "pac_delta": None if cal.pac_delta is None else float(cal.pac_delta),
-    }
-    if cal.first_stage_scores is not None:
-        fields["first_stage_scores"] = w.array("surrogate_stage1_scores", cal.first_stage_scores)
-        fields["first_stage_alpha"] = float(cal.first_stage_alpha)
-    if cal.grouping == "cap":
-        fields["cap_split"] = {
-            "own": [bool(v) for v in cal.own],
-            "group_sizes": [int(v) for v in cal.group_sizes],
-            "pooled_threshold": float(cal.pooled_threshold),
-        }
-    return fields
+def _calibration_state(cal: ConformalCalibration, w: _Writer) -> dict:
+    """The one converter of a fitted calibration to the manifest (format 2): every field of
+    the dataclass, arrays stored in ``arrays.npz`` and named here; a new field needs no edit."""
+    state = {}
+    for f in dataclasses.fields(cal):
+        value = getattr(cal, f.name)
+        if isinstance(value, np.ndarray):
+            state[f.name] = {"array": w.array(f"calibration_{f.name}", value)}
+        else:
+            state[f.name] = _plain(value)
+    return state
+
+
+def _calibration_from_state(state: dict, r: _Reader, est: Any) -> ConformalCalibration:
+    """The calibration of a format-2 file, checked against the loaded network's weights."""
+    names = {f.name for f in dataclasses.fields(ConformalCalibration)}
+    if not isinstance(state, dict) or not set(state) <= names:
+        extra = sorted(set(state) - names) if isinstance(state, dict) else state
+        raise ModelFileError(f"{r.path}: unknown calibration fields {extra!r}")
+    kwargs = {}
+    for name, value in state.items():
+        if isinstance(value, dict) and set(value) == {"array"}:
+            value = r.array(value["array"])
+        elif name == "stages":
+            value = tuple(value) if isinstance(value, list) else value
+        kwargs[name] = value
+    try:
+        cal = ConformalCalibration(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{r.path}: invalid calibration ({exc})") from None
+    if cal.network_digest != state_digest(est.module_):
+        raise ModelFileError(
+            f"{r.path}: the calibration was made for other weights than the file holds"
+        )
+    return cal
 
 
 def _calibration_from_fields(fitted: dict, r: _Reader, est: Any) -> Any:
-    """The calibration of a model file; files that predate a field get what it meant then.
+    """The calibration of a format-1 file; fields it predates get what they meant then.
 
     ``est`` (the loaded surrogate, its network in place) supplies what older files
     left to the estimator's parameters: ``alpha_conf``, ``pac_delta`` and the
@@ -864,6 +1024,7 @@ def load(
     *,
     module: Any = None,
     device: Any = None,
+    key: bytes | str | None = None,
 ) -> Any:
     """Read an estimator written by :func:`save`; nothing in the file is executed.
 
@@ -880,10 +1041,26 @@ def load(
     device : str, optional
         Override the saved ``device`` (e.g. ``"cpu"`` for a model trained on
         a GPU).
+    key : bytes or str, optional
+        The key a file was signed with (``save(..., key=...)``); needed for
+        signed files, refused for unsigned ones.
 
     Returns
     -------
     estimator : SmoothedClassifier, RRISESurrogate or Pipeline
+
+    Notes
+    -----
+    What the checks cover: every member's SHA-256 is in the manifest, and the
+    manifest is covered by a digest, so a damaged or edited file (``sigma``
+    changed in ``manifest.json``, say) is refused. A plain digest does not stop
+    someone who recomputes it; a signed file (``key=``) does, as long as the
+    key is secret. Before anything is built, member sizes (at most
+    ``MAX_MEMBER_BYTES``, zip members compressed at most
+    ``MAX_COMPRESSION_RATIO`` times) and the networks' parameter counts are
+    checked against the weights the file holds, so a load never allocates much
+    more than the file's uncompressed weights. Files of format 1 (before
+    0.2) have no digest: they load, with a warning.
 
     Raises
     ------
@@ -891,11 +1068,34 @@ def load(
         If ``path`` does not exist.
     ModelFileError
         If the file is not a model file, is of a newer format, is damaged or
-        was modified (checksum), holds unexpected members, or names a network
-        class that is neither in :mod:`rrise_sklearn.nets` nor passed.
+        was modified (checksum or digest), is signed and no (or another) key
+        is given, holds unexpected or oversized members, or names a network
+        class that is neither in :mod:`rrise_sklearn.nets` nor passed. Any
+        malformed content is reported as this error, naming what was wrong.
     """
     path = os.fspath(path)
+    try:
+        return _load(path, module, device, key)
+    except (ModelFileError, FileNotFoundError):
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError,
+            RecursionError, OverflowError, MemoryError, UnicodeError) as exc:  # fmt: skip
+        raise ModelFileError(f"{path}: malformed model file ({type(exc).__name__}: {exc})") from exc
+
+
+def _load(path: str, module: Any, device: Any, key: Any) -> Any:
     manifest, data = _read_members(path)
+    if manifest["format_version"] >= 2:
+        _check_digest(manifest, key, path)
+    else:
+        if key is not None:
+            raise ModelFileError(f"{path} is of format 1, which has no signature; key= refused")
+        warnings.warn(
+            f"{path} is a model file of format 1 (before rrise-sklearn 0.2): its manifest is "
+            "not covered by a digest. Re-save it with rrise_sklearn.save to protect it.",
+            UserWarning,
+            stacklevel=3,
+        )
     r = _Reader(path, data)
     kind = manifest.get("estimator")
     if kind not in _ESTIMATORS:

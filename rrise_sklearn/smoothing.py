@@ -48,13 +48,8 @@ def _base_accuracy(net: Any, X: Any, y: Any) -> float:
     return float(np.mean(pred == np.asarray(y)))
 
 
-def build_module(net: Any) -> Any:
-    """skorch's module construction, plus ``n_features`` / ``n_classes`` inferred in ``fit``.
-
-    The inferred values (``net.module_inferred_kwargs_``) are passed only to a
-    module *class* whose constructor accepts them and only where the user gave
-    no ``module__*`` value.
-    """
+def module_kwargs(net: Any) -> dict:
+    """The constructor arguments :func:`build_module` passes to ``net.module``."""
     kwargs = net.get_params_for("module")
     if inspect.isclass(net.module):
         try:
@@ -64,7 +59,17 @@ def build_module(net: Any) -> Any:
         for key, val in getattr(net, "module_inferred_kwargs_", {}).items():
             if key in accepted and key not in kwargs:
                 kwargs[key] = val
-    return net.initialized_instance(net.module, kwargs)
+    return kwargs
+
+
+def build_module(net: Any) -> Any:
+    """skorch's module construction, plus ``n_features`` / ``n_classes`` inferred in ``fit``.
+
+    The inferred values (``net.module_inferred_kwargs_``) are passed only to a
+    module *class* whose constructor accepts them and only where the user gave
+    no ``module__*`` value.
+    """
+    return net.initialized_instance(net.module, module_kwargs(net))
 
 
 def _certified_at(radius: np.ndarray, grid: np.ndarray) -> np.ndarray:

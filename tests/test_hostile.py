@@ -1,13 +1,21 @@
 """Broken networks and hostile arguments: no certificate is ever issued for garbage."""
 
 import copy
+import json
+import os
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from rrise_sklearn import RRISESurrogate, SmoothedClassifier, StaleCalibrationError
+from rrise_sklearn import RRISESurrogate, SmoothedClassifier, StaleCalibrationError, load, save
 from rrise_sklearn.nets import MLP
+from rrise_sklearn.persistence import ModelFileError, _digest
 from rrise_sklearn.sampling import MAX_SIGMA, NonFiniteScoresError, monte_carlo_counts
 
 
@@ -76,3 +84,190 @@ def test_a_broken_surrogate_is_not_calibrated(fitted):
     # the old calibration stays, and refuses the changed network
     with pytest.raises(StaleCalibrationError):
         sur.certify(X[:5])
+
+
+# ---------------------------------------------------------------------------
+# model files
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_files(fitted, tmp_path_factory):
+    X, clf = fitted
+    sur = RRISESurrogate(clf, n_targets=100, n_augment=0, n_calibration=300, n_refine=None,
+                         n_members=2, max_epochs=1, alpha_conf=0.1, random_state=0)  # fmt: skip
+    sur.fit(X[300:450])
+    folder = tmp_path_factory.mktemp("files")
+    return X, clf, sur, str(save(clf, folder / "clf.zip")), str(save(sur, folder / "sur.zip"))
+
+
+def _members(path):
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _write(path, members, manifest=None, redigest=True, key=None):
+    members = dict(members)
+    if manifest is not None:
+        if redigest:
+            manifest["digest"] = _digest(manifest, key)
+        members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, d in members.items():
+            zf.writestr(n, d)
+    return path
+
+
+def test_an_edited_manifest_is_refused_by_its_digest(small_files, tmp_path):
+    X, clf, _, clf_path, _ = small_files
+    members = _members(clf_path)
+    manifest = json.loads(members["manifest.json"])
+    manifest["final"]["params"]["sigma"] = 1.0  # valid, and would change every certificate
+    bad = _write(tmp_path / "edited.zip", members, manifest, redigest=False)
+    with pytest.raises(ModelFileError, match="does not match its digest"):
+        load(bad)
+
+
+def test_signed_files_need_their_key(small_files, tmp_path):
+    X, clf, _, _, _ = small_files
+    path = str(save(clf, tmp_path / "signed.zip", key="s3cret"))
+    with pytest.raises(ModelFileError, match="signed with a key"):
+        load(path)
+    with pytest.raises(ModelFileError, match="the key is wrong"):
+        load(path, key="other")
+    back = load(path, key=b"s3cret")
+    np.testing.assert_array_equal(back.certify(X[:5]).radius, clf.certify(X[:5]).radius)
+    # someone without the key who edits and recomputes a plain digest is refused too
+    members = _members(path)
+    manifest = json.loads(members["manifest.json"])
+    manifest["final"]["params"]["sigma"] = 1.0
+    forged = _write(tmp_path / "forged.zip", members, manifest, redigest=True)
+    with pytest.raises(ModelFileError, match="not signed .* a key was given"):
+        load(forged, key="s3cret")
+    with pytest.raises(ModelFileError, match="key=.*refused|is not signed"):
+        load(str(save(clf, tmp_path / "plain.zip")), key="s3cret")
+
+
+def _hostile_files(small_files, folder):
+    """(name, path, expected message) of crafted files, each under 2 MiB."""
+    _, _, _, clf_path, sur_path = small_files
+    out = []
+
+    def edited(name, base, edit, match):
+        members = _members(base)
+        manifest = json.loads(members["manifest.json"])
+        edit(manifest)
+        out.append((name, str(_write(folder / f"{name}.zip", members, manifest)), match))
+
+    net = lambda m: m["final"]["network"]["kwargs"]  # noqa: E731
+    edited("hidden", clf_path, lambda m: net(m).update(hidden=16384), "exceeds the .* weights")
+    edited("n_layers", clf_path, lambda m: net(m).update(n_layers=200000), "n_layers=200000")
+    edited("n_features_float", clf_path,
+           lambda m: m["final"]["fitted"]["module_inferred_kwargs"].update(n_features=1e8),
+           "cannot be built|describe other weights")  # fmt: skip
+    edited("members", sur_path, lambda m: m["final"]["fitted"].update(ensemble_members=10**7),
+           "ensemble_members=10000000")  # fmt: skip
+    # a 256 MiB weights member deflated to about 250 KiB
+    bomb = folder / "bomb.zip"
+    with zipfile.ZipFile(clf_path) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n in src.namelist():
+            zf.writestr(n, src.read(n))
+        with zf.open("zeros.safetensors", "w") as fh:  # streamed: the test stays small too
+            chunk = bytes(2**20)
+            for _ in range(256):
+                fh.write(chunk)
+    out.append(("bomb", str(bomb), "compressed more than"))
+    # JSON nested 100,000 deep
+    deep = folder / "deep.zip"
+    with zipfile.ZipFile(deep, "w") as zf:
+        zf.writestr("manifest.json", "[" * 100_000 + "]" * 100_000)
+    out.append(("deep", str(deep), "not valid JSON"))
+    for _, path, _ in out:
+        assert os.path.getsize(path) < 2 * 2**20
+    return out
+
+
+def test_hostile_files_are_refused_within_bounded_memory(small_files, tmp_path):
+    """Each crafted file gives a ModelFileError naming what was wrong; peak RSS of the whole
+    run of loads grows by less than 100 MiB (measured in a fresh process)."""
+    files = _hostile_files(small_files, tmp_path)
+    for _name, path, match in files:
+        with pytest.raises(ModelFileError, match=match):
+            load(path)
+    script = (
+        "import json, resource, sys\n"
+        "import rrise_sklearn\n"
+        "from rrise_sklearn import load\n"
+        "from rrise_sklearn.persistence import ModelFileError\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for path in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        load(path)\n"
+        "        print('LOADED', path)\n"
+        "    except ModelFileError:\n"
+        "        pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, json.dumps([p for _, p, _ in files])],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LOADED" not in done.stdout
+    growth_kib = int(done.stdout.strip().splitlines()[-1])
+    assert growth_kib < 100 * 1024, growth_kib
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+def _paths(obj, prefix=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield prefix + (k,)
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield prefix + (i,)
+            yield from _paths(v, prefix + (i,))
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzzed_manifests_give_a_model_file_error_or_a_working_estimator(small_files, tmp_path,
+                                                                         data):  # fmt: skip
+    """One field of the manifest replaced by arbitrary JSON, the digest recomputed (the worst
+    case: someone who edits on purpose). The load refuses with ModelFileError, or gives an
+    estimator; never another exception type from json, torch or numpy. Without recomputing
+    the digest, every edit is refused."""
+    X, _, _, clf_path, sur_path = small_files
+    base = data.draw(st.sampled_from([clf_path, sur_path]))
+    members = _members(base)
+    manifest = json.loads(members["manifest.json"])
+    paths = [p for p in _paths(manifest) if p[0] != "digest"]
+    where = data.draw(st.sampled_from(paths))
+    value = data.draw(_JSON)
+    node = manifest
+    for k in where[:-1]:
+        node = node[k]
+    if node[where[-1]] == value:
+        return
+    node[where[-1]] = value
+    path = str(_write(tmp_path / "fuzz.zip", members, manifest, redigest=True))
+    try:
+        est = load(path)
+    except ModelFileError:
+        return
+    try:  # loaded: an estimator that certifies, or refuses with a clear ValueError/TypeError
+        est.certify(X[:3])
+    except (ValueError, TypeError):
+        pass
+    manifest["digest"]["value"] = "0" * 64  # the same edit without its digest: refused
+    _write(tmp_path / "fuzz.zip", members, manifest, redigest=False)
+    with pytest.raises(ModelFileError, match="digest"):
+        load(str(tmp_path / "fuzz.zip"))

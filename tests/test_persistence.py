@@ -110,8 +110,10 @@ def test_surrogate_round_trip_keeps_the_cap_split(fitted, tmp_path):
     assert sur.verify(X[1300:1350]) == back.verify(X[1300:1350])
     # what the file says is checked: an unknown grouping is refused
     path = save(sur, tmp_path / "bad.zip")
-    _rewrite(path, edit_manifest=lambda m: m["final"]["fitted"].update(threshold_groups="x"))
-    with pytest.raises(ModelFileError, match="unknown threshold_groups"):
+    _rewrite(
+        path, edit_manifest=lambda m: m["final"]["fitted"]["calibration"].update(grouping="x")
+    )
+    with pytest.raises(ModelFileError, match="invalid calibration.*grouping must be one of"):
         load(path)
 
 
@@ -172,8 +174,10 @@ def test_custom_network_class_is_only_taken_from_the_caller(digits, tmp_path):
     assert _same_certificates(clf, back, X[400:420])
 
 
-def _rewrite(path, edit_manifest=None, replace=None, extra=None, fix_checksums=True):
-    """Rewrite a zip model: edit its manifest, replace members, add members."""
+def _rewrite(path, edit_manifest=None, replace=None, extra=None, fix_checksums=True, key=None):
+    """Rewrite a zip model: edit its manifest, replace members, add members; with
+    fix_checksums, recompute the checksums and the digest as a determined attacker would
+    (the checks behind the digest must still refuse)."""
     with zipfile.ZipFile(path) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
     manifest = json.loads(members["manifest.json"])
@@ -186,6 +190,10 @@ def _rewrite(path, edit_manifest=None, replace=None, extra=None, fix_checksums=T
             manifest["files"][name] = hashlib.sha256(members[name]).hexdigest()
     if edit_manifest:
         edit_manifest(manifest)
+    if fix_checksums and "digest" in manifest:
+        from rrise_sklearn.persistence import _digest
+
+        manifest["digest"] = _digest(manifest, key)
     members["manifest.json"] = json.dumps(manifest).encode()
     members.update(extra or {})
     with zipfile.ZipFile(path, "w") as zf:
@@ -226,7 +234,14 @@ TAMPERING = [
     (
         "criterion outside torch.nn",
         dict(edit_manifest=lambda m: m["final"]["params"].update(criterion="os.system")),
-        "criterion 'os.system' is not a class of torch.nn",
+        "criterion 'os.system' is not a loss class of torch.nn",
+    ),
+    (
+        "a module named as the criterion (allocates what it likes)",
+        dict(edit_manifest=lambda m: m["final"]["params"].update(
+            {"criterion": "torch.nn.Linear", "criterion__in_features": 16384,
+             "criterion__out_features": 16384})),  # fmt: skip
+        "criterion 'torch.nn.Linear' is not a loss class of torch.nn",
     ),
     (
         "network from anywhere",
