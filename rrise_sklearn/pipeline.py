@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .results import CertificationResult
 
 __all__ = ["certify", "split_certifier"]
@@ -65,6 +67,12 @@ def certify(estimator: Any, X: Any, **kwargs: Any) -> CertificationResult:
         Passed to the certifier's ``certify`` (e.g. ``n``, ``alpha``,
         ``random_state`` of a SmoothedClassifier).
 
+    Notes
+    -----
+    With preprocessing steps, a numeric numpy ``X`` is cast to float32 (the
+    networks' dtype) before the first step, so that equal values in float16,
+    float32 or float64 give identical certificates.
+
     Returns
     -------
     result : CertificationResult
@@ -85,6 +93,10 @@ def certify(estimator: Any, X: Any, **kwargs: Any) -> CertificationResult:
     ((5,), 'L2 in the input space of SmoothedClassifier (the output of StandardScaler)')
     """
     prep, cert = split_certifier(estimator)
+    if prep is not None and isinstance(X, np.ndarray) and X.dtype.kind in "fiu":
+        # the networks compute in float32: cast once, here, so that equal values in
+        # float16, float32 or float64 take the same arithmetic through every step
+        X = X.astype(np.float32, copy=False)
     Xc = prep.transform(X) if prep is not None else X
     res = cert.certify(Xc, **kwargs)
     where = f"L2 in the input space of {type(cert).__name__}"

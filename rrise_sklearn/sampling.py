@@ -256,6 +256,10 @@ def block_noise(
     return torch.randn(shape, generator=gen, device=dev, dtype=torch.float32)
 
 
+#: the most Monte Carlo samples per input the engine accepts (counts are int64; a run of
+#: 1e15 samples would take years on any device)
+MAX_SAMPLES = 10**15
+
 #: the largest sigma the engine accepts: noise is float32 (largest value 3.4e38), and
 #: x + sigma * z for Gaussian draws z up to about 8 must stay finite
 MAX_SIGMA = 1e30
@@ -338,18 +342,20 @@ def _noise_blocks(
         s = min(S, n - c * S)
         return block_noise(root, first_group + g, c, (s, *feat), device, gen).mul_(sigma)
 
-    order = [(g, c) for g in range(n_groups) for c in range(n_blocks)]
+    # (group, block) pairs made as they are needed: memory does not grow with n
+    order = ((g, c) for g in range(n_groups) for c in range(n_blocks))
+    total = n_groups * n_blocks
     big = S * math.prod(feat) >= _PREFETCH_MIN  # tiny blocks: the hand-off costs more
-    if device.type != "cpu" or len(order) < 2 or not big:
+    if device.type != "cpu" or total < 2 or not big:
         for g, c in order:
             yield make(g, c)
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(make, *order[0])
-        for step in range(len(order)):
+        pending = pool.submit(make, *next(order))
+        for step in range(total):
             noise = pending.result()
-            if step + 1 < len(order):
-                pending = pool.submit(make, *order[step + 1])
+            if step + 1 < total:
+                pending = pool.submit(make, *next(order))
             yield noise
 
 
@@ -583,6 +589,12 @@ def _check_engine_args(
                 + (' or "auto"' if name == "batch_size" else "")
                 + f"; got {name}={val!r}."
             )
+    if int(n) > MAX_SAMPLES:
+        raise ValueError(
+            f"n={n} is above {MAX_SAMPLES:.0e} samples per input: counts and schedules are "
+            "int64 and such a run would not end; use a smaller n (CERTIFY's radius grows only "
+            "like sqrt(log n))."
+        )
     return sigma, int(n), int(n_classes), int(noise_sharing)
 
 

@@ -48,6 +48,15 @@ def _base_accuracy(net: Any, X: Any, y: Any) -> float:
     return float(np.mean(pred == np.asarray(y)))
 
 
+def check_device(device: Any) -> None:
+    """A clear error for a CUDA device on a machine without one (instead of torch's)."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r}, but torch sees no CUDA device here (torch "
+            f"{torch.__version__}); pass device='cpu', or install a CUDA build of torch."
+        )
+
+
 def module_kwargs(net: Any) -> dict:
     """The constructor arguments :func:`build_module` passes to ``net.module``."""
     kwargs = net.get_params_for("module")
@@ -368,6 +377,7 @@ class SmoothedClassifier(NeuralNetClassifier):
 
         This is the idiom for smoothing a pretrained module without training.
         """
+        check_device(self.device)
         super().initialize()
         if self.classes is not None and not hasattr(self, "label_encoder_"):
             self._set_classes(np.asarray(self.classes))
@@ -471,6 +481,12 @@ class SmoothedClassifier(NeuralNetClassifier):
         -------
         self : SmoothedClassifier
         """
+        if "sample_weight" in fit_params:
+            raise TypeError(
+                "SmoothedClassifier.fit does not take sample_weight (skorch would pass it to "
+                "the module's forward). Weight classes with criterion__weight=torch.tensor(...), "
+                "or resample X and y."
+            )
         self._validate_smoothing_params()
         X, y = validate_inputs(self, X, y, reset=True)
         check_classification_targets(y)

@@ -55,7 +55,7 @@ from .monitoring import MonitorReport, ScoreMonitor, VerificationReport, verific
 from .nets import JensenShannonLoss  # noqa: F401  (its old home, for one release)
 from .results import CertificationResult
 from .sampling import check_distinct_streams, resolve_seed
-from .smoothing import SmoothedClassifier, build_module, eval_forward
+from .smoothing import SmoothedClassifier, build_module, check_device, eval_forward
 
 __all__ = [
     "MonitorReport",
@@ -332,6 +332,10 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("print_log", PrintLog()),
         ]
+
+    def initialize(self) -> RRISESurrogate:
+        check_device(self.device)
+        return super().initialize()
 
     def initialize_criterion(self) -> RRISESurrogate:
         """skorch's, then a criterion that asks for ``n_samples`` (``None``) gets the samples

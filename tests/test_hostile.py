@@ -271,3 +271,67 @@ def test_fuzzed_manifests_give_a_model_file_error_or_a_working_estimator(small_f
     _write(tmp_path / "fuzz.zip", members, manifest, redigest=False)
     with pytest.raises(ModelFileError, match="digest"):
         load(str(tmp_path / "fuzz.zip"))
+
+
+def test_memory_does_not_grow_with_n_and_absurd_n_is_refused():
+    """The engine makes its noise blocks as it goes: a run at n = 1e10 stopped after 200
+    batches peaks where a complete run at n = 1e4 did (before: +1.9 GiB and 10 s just to
+    list the blocks). Measured in a fresh process."""
+    script = (
+        "import resource, numpy as np, torch\n"
+        "from rrise_sklearn.sampling import monte_carlo_counts\n"
+        "class Stop(Exception): pass\n"
+        "class Budget(torch.nn.Module):\n"
+        "    def __init__(self, calls):\n"
+        "        super().__init__(); self.lin = torch.nn.Linear(64, 10); self.calls = calls\n"
+        "    def forward(self, x):\n"
+        "        self.calls -= 1\n"
+        "        if self.calls < 0: raise Stop\n"
+        "        return self.lin(x)\n"
+        "X = np.zeros((2, 64), dtype=np.float32)\n"
+        "peaks = []\n"
+        "for n in (10**4, 10**10):\n"
+        "    try:\n"
+        "        monte_carlo_counts(Budget(200), X, sigma=0.5, n=n, n_classes=10,\n"
+        "                           batch_size=1024, random_state=0)\n"
+        "    except Stop:\n"
+        "        pass\n"
+        "    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(peaks[1] - peaks[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) < 8 * 1024  # KiB
+    with pytest.raises(ValueError, match="n=9223372036854775807 is above"):
+        monte_carlo_counts(torch.nn.Linear(4, 2), np.zeros((1, 4), np.float32), sigma=0.5,
+                           n=2**63 - 1, n_classes=2)  # fmt: skip
+
+
+def test_unavailable_device_and_sample_weight_get_clear_errors(digits):
+    X, y = digits
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device here.*device='cpu'"):
+            SmoothedClassifier(MLP, device="cuda", max_epochs=1).fit(X[:50], y[:50])
+    with pytest.raises(TypeError, match="does not take sample_weight.*criterion__weight"):
+        SmoothedClassifier(MLP, max_epochs=1).fit(X[:50], y[:50], sample_weight=np.ones(50))
+
+
+def test_equal_values_in_any_float_dtype_certify_identically_through_a_pipeline(digits):
+    """float16 inputs used to go through the scaler in float16 arithmetic (8 of 100 radii
+    differed from the same values in float32)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from rrise_sklearn import certify
+
+    X, y = digits
+    pipe = make_pipeline(
+        StandardScaler(),
+        SmoothedClassifier(MLP, module__hidden=16, max_epochs=2, n=300, random_state=0),
+    ).fit(X[:500], y[:500])
+    X16 = X[500:600].astype(np.float16)
+    results = [certify(pipe, X16.astype(dt)) for dt in (np.float16, np.float32, np.float64)]
+    for res in results[1:]:
+        np.testing.assert_array_equal(res.radius, results[0].radius)
+        np.testing.assert_array_equal(res.prediction, results[0].prediction)
