@@ -110,9 +110,7 @@ def test_surrogate_round_trip_keeps_the_cap_split(fitted, tmp_path):
     assert sur.verify(X[1300:1350]) == back.verify(X[1300:1350])
     # what the file says is checked: an unknown grouping is refused
     path = save(sur, tmp_path / "bad.zip")
-    _rewrite(
-        path, edit_manifest=lambda m: m["final"]["fitted"]["calibration"].update(grouping="x")
-    )
+    _rewrite(path, edit_manifest=lambda m: m["final"]["fitted"]["calibration"].update(grouping="x"))
     with pytest.raises(ModelFileError, match="invalid calibration.*grouping must be one of"):
         load(path)
 
@@ -238,9 +236,15 @@ TAMPERING = [
     ),
     (
         "a module named as the criterion (allocates what it likes)",
-        dict(edit_manifest=lambda m: m["final"]["params"].update(
-            {"criterion": "torch.nn.Linear", "criterion__in_features": 16384,
-             "criterion__out_features": 16384})),  # fmt: skip
+        dict(
+            edit_manifest=lambda m: m["final"]["params"].update(
+                {
+                    "criterion": "torch.nn.Linear",
+                    "criterion__in_features": 16384,
+                    "criterion__out_features": 16384,
+                }
+            )
+        ),  # fmt: skip
         "criterion 'torch.nn.Linear' is not a loss class of torch.nn",
     ),
     (
