@@ -78,9 +78,14 @@ def _load_model(args: argparse.Namespace) -> Any:
     if not os.path.exists(path):
         raise CLIError(f"model file {path} not found")
     module = [_import_class(m) for m in args.module] if args.module else None
+    key = None
+    if getattr(args, "key_env", None):
+        key = os.environ.get(args.key_env)
+        if not key:
+            raise CLIError(f"--key-env {args.key_env}: that environment variable is not set")
     if is_model_file(path) or path.endswith(".zip") or os.path.isdir(path):
         try:
-            return load(path, module=module, device=args.device)
+            return load(path, module=module, device=args.device, key=key)
         except (ModelFileError, TypeError, ValueError) as exc:
             raise CLIError(f"cannot load model {path}: {exc}") from None
     if not args.allow_pickle:
@@ -232,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "network class the model was trained with when it is not in rrise_sklearn.nets, "
             "e.g. mypackage.nets.MyNet (imported because you name it here; repeatable)"
+        ),
+    )
+    cert.add_argument(
+        "--key-env",
+        metavar="VAR",
+        default=None,
+        help=(
+            "the environment variable holding the key a signed model file was saved with "
+            "(rrise_sklearn.save(..., key=...)); never on the command line, where other users "
+            "can read it"
         ),
     )
     cert.add_argument(

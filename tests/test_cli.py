@@ -177,3 +177,21 @@ def test_demo_quick_runs_and_writes_plot(tmp_path):
     assert "sigma=0.25; radii: L2 distance in those pixel units" in proc.stdout
     assert "base network, clean inputs (no smoothing): accuracy" in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_certify_reads_a_signed_model_with_the_key_from_the_environment(
+    saved, monkeypatch, capsys
+):
+    d, pipe, _, _ = saved
+    save(pipe, d / "signed.zip", key="k3y")
+    args = ["certify", "--model", str(d / "signed.zip"), "--data", str(d / "X.npy"),
+            "--out", str(d / "signed.tsv")]  # fmt: skip
+    assert main(args) == 2  # no key: refused, one line
+    assert "signed with a key" in capsys.readouterr().err
+    monkeypatch.setenv("RRISE_TEST_KEY", "k3y")
+    assert main([*args, "--key-env", "RRISE_TEST_KEY"]) == 0
+    monkeypatch.setenv("RRISE_TEST_KEY", "wrong")
+    assert main([*args, "--key-env", "RRISE_TEST_KEY"]) == 2
+    assert "the key is wrong" in capsys.readouterr().err
+    assert main([*args, "--key-env", "RRISE_UNSET_VARIABLE"]) == 2
+    assert "is not set" in capsys.readouterr().err
