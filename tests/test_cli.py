@@ -179,9 +179,7 @@ def test_demo_quick_runs_and_writes_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_certify_reads_a_signed_model_with_the_key_from_the_environment(
-    saved, monkeypatch, capsys
-):
+def test_certify_reads_a_signed_model_with_the_key_from_the_environment(saved, monkeypatch, capsys):
     d, pipe, _, _ = saved
     save(pipe, d / "signed.zip", key="k3y")
     args = ["certify", "--model", str(d / "signed.zip"), "--data", str(d / "X.npy"),
