@@ -252,14 +252,17 @@ def certified_accuracy_lower_bound(
 
 
 class _CertifiedScorer:
-    """Scorer calling ``estimator.certify(X)``; usable as ``GridSearchCV(scoring=...)``."""
+    """Scorer certifying with :func:`rrise_sklearn.certify`: an estimator or a Pipeline ending
+    in one; usable as ``GridSearchCV(scoring=...)``."""
 
     def __init__(self, kind: str, r: float = 0.0) -> None:
         self.kind = kind
         self.r = float(r)
 
     def __call__(self, estimator: Any, X: Any, y: Any) -> float:
-        res = estimator.certify(X)
+        from .pipeline import certify  # a Pipeline does not forward certify itself
+
+        res = certify(estimator, X)
         if self.kind == "acr":
             return average_certified_radius(y, res.prediction, res.radius)
         return float(certified_accuracy(y, res.prediction, res.radius, self.r))

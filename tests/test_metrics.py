@@ -165,3 +165,36 @@ def test_lower_bound_with_shared_noise_holds_and_the_binomial_variant_would_not(
     assert misses <= tol, (misses, tol)
     assert binomial_misses > tol, (binomial_misses, tol)
     print(f"shared-noise bound missed {misses}/{reps}, binomial {binomial_misses}/{reps}")
+
+
+def test_scorers_work_on_a_pipeline_and_grid_search_selects_by_them(digits):
+    """A Pipeline does not forward certify: the scorers used to score every candidate NaN
+    (and GridSearchCV then picked the first one)."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from rrise_sklearn import SmoothedClassifier, certify
+    from rrise_sklearn.metrics import certified_accuracy, certified_accuracy_scorer
+    from rrise_sklearn.nets import MLP
+
+    X, y = digits
+    pipe = make_pipeline(
+        StandardScaler(),
+        SmoothedClassifier(MLP, module__hidden=16, max_epochs=10, n0=20, n=200, random_state=0),
+    )
+    grid = GridSearchCV(
+        pipe,
+        {"smoothedclassifier__sigma": [0.25, 2.0]},
+        scoring=certified_accuracy_scorer(0.25),
+        cv=2,
+        error_score="raise",
+    )
+    grid.fit(X[:400], y[:400])  # fmt: skip
+    scores = grid.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all()
+    assert grid.best_params_["smoothedclassifier__sigma"] == 0.25 and scores[0] > scores[1] > 0
+    fitted = grid.best_estimator_
+    res = certify(fitted, X[400:450])
+    want = certified_accuracy(y[400:450], res.prediction, res.radius, 0.25)
+    assert certified_accuracy_scorer(0.25)(fitted, X[400:450], y[400:450]) == pytest.approx(want)
