@@ -162,3 +162,15 @@ def check_share(value: Any, name: str, *, count_ok: bool = False) -> None:
         + (" or a number of inputs >= 1" if count_ok else "")
         + f"; got {value!r}."
     )
+
+
+def check_stages(value: Any, name: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is None, an integer >= 1 or a list of them."""
+    if value is None or (_is_int(value) and value >= 1):
+        return
+    if isinstance(value, (list, tuple)) and value and all(_is_int(v) and v >= 1 for v in value):
+        return
+    raise ValueError(
+        f"{name} must be None, an integer >= 1 (one refinement stage) or a non-empty list of "
+        f"integers >= 1 (the extra samples of each stage); got {value!r}."
+    )

@@ -36,6 +36,7 @@ from ._validation import (
     check_count,
     check_level,
     check_share,
+    check_stages,
     inferred_module_kwargs,
     validate_inputs,
 )
@@ -136,11 +137,9 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     Parameters
     ----------
     smoothed : SmoothedClassifier or FrozenEstimator
-        The smoothed classifier to imitate. A fitted one (or one wrapped in
-        ``sklearn.frozen.FrozenEstimator`` so that ``clone`` and grid search
-        keep it fitted) is used as is: then ``X`` given to ``fit`` must not
-        have been used to train it. An unfitted one is cloned and fitted on
-        its own part of ``X`` (``smoothed_size``), which needs ``y``.
+        The smoothed classifier to imitate. A fitted one (``FrozenEstimator``
+        keeps it fitted through ``clone``) is used as is; an unfitted one is
+        fitted on a ``smoothed_size`` part of ``X`` (needs ``y``).
     module : torch module class or instance, default=None
         Surrogate network. ``None`` copies the smoothed classifier's base
         network, weights included (the best measured initialization).
@@ -158,12 +157,9 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         number of stages; ``3.35`` with the defaults); no radius exceeds
         ``sigma * (prediction_cap_ - threshold)``.
     n_refine : int, list of int or None, default=(200_000, 1_000_000)
-        Later Monte Carlo stages at calibration (``None``: one stage), drawn
-        only where the threshold needs them
-        (:func:`~rrise_sklearn.conformal.staged_bounds`): the threshold equals
-        that of drawing every stage for every input, at a fraction of the
-        cost. Each stage's bound is at ``alpha_mc`` divided by the number of
-        stages.
+        Later Monte Carlo stages at calibration, drawn only where the threshold
+        needs them (:func:`~rrise_sklearn.conformal.staged_bounds`; ``None``:
+        one stage), each bound at ``alpha_mc`` over the number of stages.
     alpha_conf : float, default=0.01
         Conformal miscoverage level.
     alpha_mc : float, default=None
@@ -175,36 +171,25 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     smoothed_size : float, default=0.5
         Part of ``X`` used to fit an unfitted ``smoothed``.
     mondrian : {"auto", False, "class", "cap"}, default="auto"
-        How the calibration groups its inputs, each group with its own
-        threshold (:func:`~rrise_sklearn.conformal.resolve_grouping`).
-        ``"auto"``: ``"cap"``, or one threshold with ``pac_delta``.
-        ``False``: one threshold. ``"class"`` (``True`` is an alias, deprecated):
-        one per predicted class; a class with too few calibration points gets
-        no certificates. ``"cap"``: one for the inputs predicted at the cap and
-        one for the others, falling back to the pooled threshold when the
-        calibration set plus the input to certify hold too few of either group
-        (:func:`~rrise_sklearn.calibration.two_group_thresholds`). Not with
-        ``pac_delta``.
+        Groups with their own threshold
+        (:func:`~rrise_sklearn.conformal.resolve_grouping`): ``False`` one
+        threshold; ``"class"`` one per predicted class; ``"cap"`` inputs
+        predicted at the cap and the others, with the pooled threshold as
+        fallback; ``"auto"`` is ``"cap"``, or ``False`` with ``pac_delta``.
     pac_delta : float, default=None
         If set, a training-conditional threshold valid with probability
         ``1 - pac_delta`` over the calibration draw.
     n_members : int, default=5
-        Train this many surrogate networks (each from the same
-        initialization, with its own training seed) and certify with their
-        ensemble (:class:`~rrise_sklearn.ensemble.MeanLogProbEnsemble`),
-        calibrated as one network. MLP members under the default training
-        loop train together as one batched network
-        (:func:`~rrise_sklearn.ensemble.fit_stacked`).
+        Networks in the surrogate's ensemble
+        (:class:`~rrise_sklearn.ensemble.MeanLogProbEnsemble`), each with its own
+        training seed, calibrated as one network.
     score_radius : float, default=0.0
         ``score`` returns the certified accuracy at this radius.
     random_state : int or None, default=None
         Seeds the splits, the Monte Carlo calls and the training.
     cache_dir : str, optional
-        Keep the Monte Carlo counts of the targets, the calibration and the
-        refinement in chunks under this folder
-        (:func:`~rrise_sklearn.sampling.precompute_counts`): a crashed or
-        killed ``fit`` resumes where it stopped and gives the same surrogate.
-        Needs an int ``random_state``.
+        Keep the Monte Carlo counts here in chunks: a killed ``fit`` resumes
+        and gives the same surrogate. Needs an int ``random_state``.
     verbose : int, default=0
         ``> 0`` prints an epoch log and shows progress bars.
     **kwargs
@@ -217,19 +202,10 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     smoothed_ : SmoothedClassifier
         The fitted smoothed classifier.
     calibration_ : ConformalCalibration
-        The fitted calibration (read-only;
-        :class:`~rrise_sklearn.conformal.ConformalCalibration`): thresholds,
-        scores, grouping, prediction cap, refinement levels, and the sigma,
-        ``alpha_mc`` and weights it was made for.
-    threshold_ : float or ndarray
-        ``calibration_.threshold``: one, one per class, or ``[at the cap,
-        below the cap]``.
-    calibration_scores_ : ndarray
-        ``calibration_.scores``: the conformity scores of the calibration set.
-    prediction_cap_ : float
-        ``calibration_.prediction_cap``.
-    refine_levels_ : ndarray of int
-        ``calibration_.refine_levels``: later stages each calibration input had.
+        The fitted calibration, read-only: thresholds, scores, grouping, cap,
+        and the sigma, ``alpha_mc`` and weights it was made for.
+    threshold_, calibration_scores_, prediction_cap_, refine_levels_
+        Read-only views of ``calibration_``'s fields.
     train_inputs_, train_counts_ : ndarray
         Surrogate training inputs (with noisy copies) and their Monte Carlo
         counts; pass them to another ``fit`` to reuse them.
@@ -366,14 +342,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         """Check the surrogate's own parameters (skorch checks its own at initialize)."""
         check_count(self.n_targets, "n_targets", none_ok=True)
         check_count(self.n_calibration, "n_calibration", none_ok=True)
-        v = self.n_refine
-        if not (v is None or _is_count(v) or (
-            isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_count(e) for e in v)
-        )):  # fmt: skip
-            raise ValueError(
-                "n_refine must be None, an integer >= 1 (one refinement stage) or a non-empty "
-                f"list of integers >= 1 (the extra samples of each stage); got {v!r}."
-            )
+        check_stages(self.n_refine, "n_refine")
         check_share(self.calibration_size, "calibration_size", count_ok=True)
         check_share(self.smoothed_size, "smoothed_size")
         check_count(self.n_members, "n_members")
@@ -460,19 +429,10 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         q = (total - 1.0) / total  # sum of the other classes' probabilities
         return top, h, q
 
-    def _score_scale(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """A probability (given with its complement) on the conformity-score scale."""
-        return probit(p, q)
-
     def _prediction(self, h: np.ndarray, q: np.ndarray, cap: float) -> np.ndarray:
-        """The surrogate's prediction on the score scale, capped at the calibration ceiling.
-
-        The cap is the largest value a Monte Carlo lower bound with ``n_calibration``
-        samples can reach; predicting above it only inflates the scores of confident
-        inputs (and so the threshold for every input). Any fixed function of ``x`` is a
-        valid conformal predictor, so the cap keeps the guarantee.
-        """
-        return np.minimum(self._score_scale(h, q), cap)
+        """The probit prediction capped where a first-stage Monte Carlo bound ends (any fixed
+        function of ``x`` is a valid conformal predictor: the cap keeps the guarantee)."""
+        return np.minimum(probit(h, q), cap)
 
     # ------------------------------------------------------------------
     # fit
@@ -529,43 +489,29 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     ) -> RRISESurrogate:
         """Compute Monte Carlo targets, train the surrogate, and calibrate it.
 
-        Which inputs train the surrogate and which calibrate it:
-
-        - by default the inputs the smoothed classifier was trained on
-          (``smoothed.training_inputs_``, kept by ``SmoothedClassifier.fit``)
-          train the surrogate, and all of ``X`` calibrates it (no held-out
-          input is spent on training: measured best, benchmarks/README.md);
-        - an unfitted ``smoothed`` is first fitted on a ``smoothed_size`` part
-          of ``X`` (needs ``y``); then as above, with the rest of ``X``
-          calibrating;
-        - ``train_inputs`` given: those train, all of ``X`` calibrates;
-        - a smoothed classifier without training inputs (a pretrained module,
-          ``partial_fit``, a loaded model file), or ``train_inputs="split"``:
-          ``X`` is split, ``calibration_size`` of it calibrates.
+        Which inputs train and which calibrate: by default the smoothed
+        classifier's own training inputs (``smoothed.training_inputs_``) train
+        and all of ``X`` calibrates; an unfitted ``smoothed`` is first fitted
+        on a ``smoothed_size`` part of ``X``; given ``train_inputs`` train and
+        all of ``X`` calibrates; without kept inputs (a pretrained module, a
+        loaded file) or with ``train_inputs="split"``, ``calibration_size`` of
+        ``X`` calibrates and the rest trains.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
-            Inputs used to train neither the smoothed classifier nor the
-            surrogate: the calibration set (exchangeable with the inputs to
-            certify). Inputs identical to the surrogate's training inputs are
-            reported: a warning if a few are, an error if most are (the
-            usual mistake of passing the training set again).
+            Inputs that trained neither network: the calibration set,
+            exchangeable with the inputs to certify (passing training inputs
+            again is reported).
         y : array-like, optional
-            Labels; only needed when ``smoothed`` is not fitted yet (it is then
-            fitted on a ``smoothed_size`` part of ``X``).
+            Labels, only to fit an unfitted ``smoothed``.
         train_inputs : array-like or "split", optional
-            The surrogate's training inputs; no labels needed. Without
-            ``train_counts`` their targets are computed here (with
-            ``n_augment`` noisy copies each). ``"split"`` trains on part of
-            ``X`` instead of the smoothed classifier's inputs.
+            The surrogate's training inputs (no labels); their targets are
+            computed here unless ``train_counts`` are given.
         train_counts : array-like, optional
-            Precomputed Monte Carlo counts of ``train_inputs`` (taken as the
-            full training set, noisy copies included; e.g.
-            ``other.train_inputs_`` and ``other.train_counts_``).
+            Precomputed counts of ``train_inputs`` (noisy copies included).
         calibration_counts : array-like, optional
-            Precomputed calibration counts of ``X`` when all of ``X``
-            calibrates (see :meth:`conformalize`).
+            Precomputed calibration counts of ``X`` (see :meth:`conformalize`).
 
         Returns
         -------
@@ -737,30 +683,26 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     ) -> RRISESurrogate:
         """Calibrate (or recalibrate) the threshold on fresh data.
 
-        ``n_calibration`` fresh Monte Carlo samples per input (independent noise
-        per input), a Clopper-Pearson lower bound of the surrogate's class, later
-        stages where the threshold needs them
-        (:func:`~rrise_sklearn.conformal.staged_bounds`), then one conformal order
-        statistic per group of ``mondrian``, cross-checked against MAPIE. The result
-        is one read-only :class:`~rrise_sklearn.conformal.ConformalCalibration` in
+        ``n_calibration`` fresh Monte Carlo samples per input, later stages where
+        the threshold needs them (:func:`~rrise_sklearn.conformal.staged_bounds`),
+        then one conformal order statistic per group of ``mondrian``,
+        cross-checked against MAPIE. The result is one read-only
+        :class:`~rrise_sklearn.conformal.ConformalCalibration` in
         ``calibration_``, tied to the surrogate's weights as they are now.
 
         Parameters
         ----------
-        X_cal : array-like of shape (m, n_features)
+        X_cal : array-like of shape (m, ...)
             Calibration inputs, exchangeable with the inputs to certify and
-            used neither to train the smoothed classifier nor the surrogate.
+            used to train neither network.
         random_state : int or None, optional
-            Seed of this calibration's noise; default derived from the
-            estimator's ``random_state`` (pass a new one to recalibrate with
-            fresh noise).
+            Seed of this calibration's noise (default: derived from the
+            estimator's ``random_state``).
         counts : array-like of shape (m, n_classes), optional
             Precomputed counts of ``X_cal`` with ``n_calibration`` samples each
-            (``smoothed.sample_counts(X_cal, n, noise_sharing=1)``), never used
-            to train the surrogate: lets surrogates share one calibration run.
+            (``smoothed.sample_counts(X_cal, n, noise_sharing=1)``).
         refine_counts : array-like of shape (m, n_classes), optional
-            With one refinement stage: precomputed counts with ``n_refine``
-            samples each, from another stream than ``counts``.
+            With one refinement stage: its precomputed counts (another stream).
 
         Returns
         -------
@@ -769,9 +711,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         Raises
         ------
         ValueError
-            If the calibration set is too small for ``alpha_conf`` (the message
-            names the minimum size), or if given counts, the estimator's own
-            draws or the training targets share a noise stream.
+            If the calibration set is too small for ``alpha_conf`` (naming the
+            minimum size), or given counts share a noise stream with others.
         """
         self._check_fitted(calibrated=False)
         X_cal = self._X(X_cal)
@@ -813,26 +754,18 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     # certification
     # ------------------------------------------------------------------
     def certify(self, X: Any) -> CertificationResult:
-        """Certify in one forward pass.
-
-        Radius ``sigma * PhiInv(p_tilde)`` where the calibrated bound
-        ``p_tilde`` exceeds 1/2, else abstain. See the class docstring for the
-        guarantee.
+        """Certify in one forward pass: radius ``sigma * PhiInv(p_tilde)`` where the
+        calibrated bound ``p_tilde`` exceeds 1/2, else abstain (class docstring: the guarantee).
 
         Returns
         -------
         result : CertificationResult
-            ``prediction``, ``radius``, ``p_lower`` (``p_tilde``);
-            ``counts`` is ``None``.
+            ``prediction``, ``radius``, ``p_lower`` (``p_tilde``); no counts.
 
         Raises
         ------
-        NotFittedError
-            If the surrogate is not fitted and calibrated.
         StaleCalibrationError
-            If the surrogate's weights, or the smoothed classifier's ``sigma``
-            or Monte Carlo level, changed since the calibration (a subclass of
-            ``ValueError``; recalibrate with ``conformalize(X_cal)``).
+            If the weights, sigma or ``alpha_mc`` changed since the calibration.
         """
         self._check_fitted()
         X = self._X(X)
@@ -889,36 +822,26 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     ) -> VerificationReport:
         """One-shot drift test: do fresh Monte Carlo scores still look like the calibration's?
 
-        Draws fresh Monte Carlo samples for every input of ``X`` exactly as the
-        calibration did (every stage for every input) and tests the number of
-        scores above the threshold against its exact law under exchangeability
-        (:func:`~rrise_sklearn.monitoring.verification_report`). With no drift
-        the alarm rate is at most ``level``. Use it once on a fresh sample of
-        deployment inputs; for repeated checks use :meth:`monitor`.
+        Scores every input of ``X`` as the calibration did (every stage) and
+        tests the number above the threshold against its exact law under
+        exchangeability (:func:`~rrise_sklearn.monitoring.verification_report`);
+        without drift it alarms at most at rate ``level``. Once per fresh
+        sample; for repeated checks use :meth:`monitor`.
 
         Parameters
         ----------
-        X : array-like of shape (m_v, n_features)
+        X : array-like of shape (m_v, ...)
             Deployment inputs, not used for training or calibration.
         n : int, optional
-            Samples per input. Must equal the calibration's ``n_calibration``
-            (the default): another ``n`` changes the law of the scores.
+            Must equal the calibration's ``n_calibration`` (the default).
         level : float, default=0.01
             False-alarm probability of the test.
         random_state : int or None, optional
-            Seed of the verification Monte Carlo; default a stream derived from
-            the estimator's ``random_state``, distinct from the calibration's.
+            Seed of the verification's noise (default: a stream of its own).
 
         Returns
         -------
         report : VerificationReport
-
-        Raises
-        ------
-        ValueError
-            If ``n`` differs from the calibration's sample size or ``level`` is
-            not in (0, 1); :class:`~rrise_sklearn.StaleCalibrationError` if the
-            network changed since the calibration.
         """
         self._check_fitted()
         if not 0 < level < 1:
@@ -949,36 +872,24 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     def monitor(self, X: Any, *, level: float = 0.01, reset: bool = False) -> MonitorReport:
         """Anytime-valid drift monitoring: call it after every batch of deployment traffic.
 
-        Scores every input of ``X`` as the calibration's first Monte Carlo
-        stage scored its inputs (fresh noise per input and per call) and feeds
-        the scores to an online exchangeability test seeded with the
-        calibration's first-stage scores
+        Scores ``X`` as the calibration's first stage did and feeds the scores
+        to an online exchangeability test seeded with the calibration's
         (:class:`~rrise_sklearn.monitoring.ScoreMonitor`): the false-alarm rate
-        stays below ``level`` however many batches are checked. It restarts by
-        itself after a recalibration, and with ``reset=True``; its state is not
-        saved by :func:`rrise_sklearn.save`.
+        stays below ``level`` however many batches are checked. Restarts after
+        a recalibration or with ``reset=True``; not saved in model files.
 
         Parameters
         ----------
         X : array-like of shape (m, ...)
-            The latest batch of deployment inputs (not used for training or
-            calibration).
+            The latest batch of deployment inputs.
         level : float, default=0.01
-            False-alarm probability over the whole stream. Fixed when the
-            monitor starts; pass ``reset=True`` to change it.
+            False-alarm probability over the whole stream (fixed per stream).
         reset : bool, default=False
-            Start a new stream (after acting on an alarm, say).
+            Start a new stream.
 
         Returns
         -------
         report : MonitorReport
-
-        Raises
-        ------
-        ValueError
-            If ``level`` is not in (0, 1) or differs from the running monitor's;
-            :class:`~rrise_sklearn.StaleCalibrationError` if the network changed
-            since the calibration.
         """
         self._check_fitted()
         cal = self.calibration_
