@@ -602,7 +602,7 @@ class CalibrationViews:
         doc="Later Monte Carlo stages of each calibration input (``calibration_.refine_levels``).",
     )
 
-    def _check_network(self) -> None:
+    def _check_network(self, after_forward: bool = False) -> None:
         """Refuse to certify with a network other than the one calibrated.
 
         The threshold bounds *this* network's error; after ``partial_fit``, a
@@ -612,7 +612,7 @@ class CalibrationViews:
         weights against the calibration's ``network_digest``).
         """
         seen = self.__dict__.get("_network_seen_")
-        if seen is not None and seen.unchanged(self.module_):
+        if seen is not None and seen.unchanged(self.module_, after_forward):
             return
         want = self._calibration().network_digest
         if want is not None and state_digest(self.module_) != want:

@@ -56,13 +56,22 @@ class WeightWatch:
 
     def __init__(self, module: torch.nn.Module) -> None:
         self.module = module
+        self.entry = module.__dict__.get("fused_entry")
         tensors = _tensors(module)
         self.key = _tensor_key(tensors)
         # held so that no id or storage address in the key can be reused while it lives
         self.alive = (tensors, [t.untyped_storage() for t in tensors])
 
-    def unchanged(self, module: torch.nn.Module) -> bool:
-        return module is self.module and _tensor_key(_tensors(module)) == self.key
+    def unchanged(self, module: torch.nn.Module, after_forward: bool = False) -> bool:
+        """``after_forward``: right after a forward pass of ``module`` in the same call, an
+        ensemble's fused pass has revalidated its cache against every weight; the same
+        cache entry as when this watch was made then means the same weights (cheap)."""
+        if module is not self.module:
+            return False
+        if after_forward and self.entry is not None:
+            if module.__dict__.get("fused_entry") is self.entry:
+                return True
+        return _tensor_key(_tensors(module)) == self.key
 
 
 def _tensors(module: torch.nn.Module) -> list:
@@ -109,7 +118,11 @@ class MeanLogProbEnsemble(torch.nn.Module):
         if not self.training and not torch.is_grad_enabled() and len(x) <= self.fused_max_rows:
             layers = self._stacked_layers()
             if layers is not None:
+                # the cache entry this pass used, just validated against every weight
+                # (WeightWatch reads it: an unchanged entry means unchanged weights)
+                self.__dict__["fused_entry"] = self._stacked
                 return _fused_mean_log_softmax(layers, x)
+        self.__dict__["fused_entry"] = None
         return torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members]).mean(dim=0)
 
     def _stacked_layers(self) -> list | None:
@@ -153,6 +166,8 @@ class MeanLogProbEnsemble(torch.nn.Module):
             list(self.members),
             [list(k.net) for k in self.members],
             [(m.weight, m.bias) for m in linears],
+            # the storages too: no data_ptr in the key can be reused after `.data =`
+            [(m.weight.untyped_storage(), m.bias.untyped_storage()) for m in linears],
         )
         self._stacked = (signature, linears, _weights_key(linears), layers, alive)
         return layers
@@ -191,7 +206,7 @@ def _weights_key(linears: list) -> tuple:
     """Identity and version counter of every weight and bias of ``linears``."""
     params = (m._parameters for m in linears)  # a plain dict: faster than m.weight, m.bias
     return tuple(
-        (id(w), w._version, id(b), b._version)
+        (id(w), w._version, w.data_ptr(), id(b), b._version, b.data_ptr())
         for w, b in ((p["weight"], p["bias"]) for p in params)
     )
 

@@ -96,7 +96,7 @@ def eval_forward(module: torch.nn.Module, X: Any, device: Any, chunk: int = 8192
     the estimators (not for Monte Carlo, which goes through
     :func:`~rrise_sklearn.sampling.monte_carlo_counts`).
     """
-    switch = any(m.training for m in module.modules())
+    switch = _any_training(module)
     was_training = module.training
     if switch:
         module.eval()
@@ -109,10 +109,29 @@ def eval_forward(module: torch.nn.Module, X: Any, device: Any, chunk: int = 8192
         if switch:
             module.train(was_training)
     out = torch.cat(outs)
-    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
-        bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).sum())
-        raise NonFiniteScoresError(non_finite_message(bad, len(out), "inputs"))
+    if out.is_floating_point():
+        # numpy on the CPU copy: cheaper than torch's reduction for one-input calls
+        finite = (
+            np.isfinite(out.numpy()).all()
+            if out.dtype in (torch.float32, torch.float64)
+            else bool(torch.isfinite(out).all())
+        )
+        if not finite:
+            bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(dim=1).sum())
+            raise NonFiniteScoresError(non_finite_message(bad, len(out), "inputs"))
     return out
+
+
+def _any_training(module: torch.nn.Module) -> bool:
+    """Whether ``module`` or any submodule is in training mode (through the plain
+    ``_modules`` dicts: ``module.modules()`` costs more than a one-input forward pass)."""
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if m.training:
+            return True
+        stack.extend(c for c in m._modules.values() if c is not None)
+    return False
 
 
 def _warn_if_n_too_small(n: int, alpha: float, what: str) -> None:

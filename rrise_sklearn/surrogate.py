@@ -368,7 +368,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
                 "(one threshold) or mondrian='class'."
             )
 
-    def _check_fitted(self, calibrated: bool = True) -> None:
+    def _check_fitted(self, calibrated: bool = True, network_checked_later: bool = False) -> None:
         if not getattr(self, "initialized_", False) or not hasattr(self, "smoothed_"):
             raise NotFittedError(
                 "This RRISESurrogate instance is not fitted yet. Call fit(X) first."
@@ -379,7 +379,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         if cal is None:
             raise NotFittedError("The surrogate is not calibrated: call conformalize(X_cal).")
         cal.check_setting(self.sigma_, self.alpha_mc_)
-        self._check_network()
+        if not network_checked_later:
+            self._check_network()
 
     def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any) -> Any:
         """skorch's ``partial_fit``; it drops the calibration (the network changes).
@@ -767,9 +768,10 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         StaleCalibrationError
             If the weights, sigma or ``alpha_mc`` changed since the calibration.
         """
-        self._check_fitted()
+        self._check_fitted(network_checked_later=True)
         X = self._X(X)
         top, h, q = self._top(X)
+        self._check_network(after_forward=True)  # the weights this very pass used
         sigma = self.sigma_
         cal = self.calibration_
         y_hat = self._prediction(h, q, cal.prediction_cap)
