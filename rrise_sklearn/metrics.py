@@ -109,7 +109,7 @@ def _dependence(result: Any) -> str:
         return "conformal"
     if dep == "none":
         raise ValueError(
-            "These certificates are uncalibrated (calibrate=False): they carry no error "
+            "These certificates are uncalibrated (no conformal calibration): they carry no error "
             "level, so no dataset-level bound exists for them."
         )
     sharing = info.get("noise_sharing")
