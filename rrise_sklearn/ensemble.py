@@ -114,6 +114,13 @@ class MeanLogProbEnsemble(torch.nn.Module):
         self.members = torch.nn.ModuleList(members)
         self._stacked: tuple | None = None
 
+    def __getstate__(self) -> dict:
+        # the fused cache holds object identities and storages: rebuilt after a copy
+        state = dict(super().__getstate__())
+        state["_stacked"] = None
+        state.pop("fused_entry", None)
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not torch.is_grad_enabled() and len(x) <= self.fused_max_rows:
             layers = self._stacked_layers()
