@@ -422,6 +422,7 @@ class ConformalCalibration:
     def __post_init__(self) -> None:
         if self.grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}; got {self.grouping!r}.")
+        self._check_fields()
         for name in ("thresholds", "scores", "classes", "refine_levels", "first_stage_scores",
                      "own", "group_sizes"):  # fmt: skip
             v = getattr(self, name)
@@ -429,6 +430,41 @@ class ConformalCalibration:
                 v = v.copy()
                 v.flags.writeable = False  # a fitted calibration is never edited in place
                 object.__setattr__(self, name, v)
+
+    def _check_fields(self) -> None:
+        """Types and shapes a calibration must have (a model file may say anything)."""
+
+        def arr(name: str, kind: str, size: int | None = None) -> None:
+            v = getattr(self, name)
+            if not (isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in kind):
+                raise ValueError(f"calibration field {name} must be a 1-D array of kind {kind!r}")
+            if size is not None and len(v) != size:
+                raise ValueError(f"calibration field {name} must have {size} entries")
+
+        m = len(self.scores) if isinstance(self.scores, np.ndarray) else -1
+        arr("scores", "f")
+        arr("classes", "iu", m)
+        arr("refine_levels", "iu", m)
+        arr("thresholds", "f", {"pooled": 1, "cap": 2}.get(self.grouping))
+        if self.first_stage_scores is not None:
+            arr("first_stage_scores", "f", m)
+        for name in ("alpha_conf", "prediction_cap"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not (
+                np.isfinite(v)
+            ):  # fmt: skip
+                raise ValueError(f"calibration field {name} must be a finite number")
+        if not 0 < self.alpha_conf < 1:
+            raise ValueError("calibration field alpha_conf must lie in (0, 1)")
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, (int, np.integer)):
+            raise ValueError("calibration field n_samples must be an integer")
+        if not isinstance(self.setting, dict) or not isinstance(self.stages, tuple):
+            raise ValueError("calibration fields setting/stages must be a dict and a tuple")
+        if self.grouping == "cap":
+            arr("own", "b", 2)
+            arr("group_sizes", "iu", 2)
+            if not isinstance(self.pooled_threshold, (int, float, np.floating)):
+                raise ValueError("calibration field pooled_threshold must be a number")
 
     # -- what users read -------------------------------------------------
     @property

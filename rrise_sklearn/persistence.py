@@ -1083,10 +1083,23 @@ def load(
         raise ModelFileError(f"{path}: malformed model file ({type(exc).__name__}: {exc})") from exc
 
 
+def _has_calibration_section(manifest: dict) -> bool:
+    final = manifest.get("final")
+    fitted = final.get("fitted") if isinstance(final, dict) else None
+    return isinstance(fitted, dict) and "calibration" in fitted
+
+
 def _load(path: str, module: Any, device: Any, key: Any) -> Any:
     manifest, data = _read_members(path)
     if manifest["format_version"] >= 2:
         _check_digest(manifest, key, path)
+    elif (
+        manifest["format_version"] < 1 or "digest" in manifest or _has_calibration_section(manifest)
+    ):
+        raise ModelFileError(
+            f"{path} claims format {manifest['format_version']} but carries fields of format 2 "
+            "(a digest or a calibration section): refusing a downgraded file"
+        )
     else:
         if key is not None:
             raise ModelFileError(f"{path} is of format 1, which has no signature; key= refused")
