@@ -174,3 +174,16 @@ def check_stages(value: Any, name: str) -> None:
         f"{name} must be None, an integer >= 1 (one refinement stage) or a non-empty list of "
         f"integers >= 1 (the extra samples of each stage); got {value!r}."
     )
+
+
+def refine_stages(value: Any) -> list[int]:
+    """The extra samples of each refinement stage of ``n_refine`` (checked; ``[]`` for None)."""
+    check_stages(value, "n_refine")
+    if value is None:
+        return []
+    return [int(value)] if _is_int(value) else [int(v) for v in value]
+
+
+def flat_rows(X: Any) -> np.ndarray:
+    """``X`` as C-contiguous float32 rows (one per input, every input flattened)."""
+    return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._validation import flat_rows
+
 __all__ = ["MeanLogProbEnsemble", "WeightWatch", "fit_members", "fit_stacked", "state_digest"]
 
 
@@ -320,7 +322,7 @@ def fit_stacked(
     optimizer = net.optimizer(*args, **kwargs)
     criterion = net.criterion_
     criterion.train()
-    X = torch.as_tensor(_rows(X_tr), device=device)
+    X = torch.as_tensor(flat_rows(X_tr), device=device)
     T = torch.as_tensor(targets, device=device)
     k, N = len(seeds), len(X)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -387,7 +389,3 @@ def fit_members(
     if len(members) > 1:
         return MeanLogProbEnsemble(members).to(net.device)
     return members[0]
-
-
-def _rows(X: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)

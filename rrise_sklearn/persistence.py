@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from ._io import write_atomic
+from ._validation import refine_stages
 from .conformal import ConformalCalibration
 from .ensemble import MeanLogProbEnsemble, state_digest
 from .nets import JensenShannonLoss, ProbitTailLoss
@@ -966,8 +967,7 @@ def _calibration_from_fields(fitted: dict, r: _Reader, est: Any) -> Any:
         levels[r.array(fitted["refined"])] = 1
     stages = fitted.get("refine_stages")
     if stages is None:  # files before 0.2: the estimator's n_refine (an int or a list)
-        nr = est.n_refine
-        stages = [] if nr is None else [nr] if isinstance(nr, (int, np.integer)) else list(nr)
+        stages = refine_stages(est.n_refine)
     alpha_mc = est.alpha_mc_
     split = _get(fitted, "cap_split", r.path) if grouping == "cap" else {}
     first = fitted.get("first_stage_scores")

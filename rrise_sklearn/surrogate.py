@@ -37,7 +37,9 @@ from ._validation import (
     check_level,
     check_share,
     check_stages,
+    flat_rows,
     inferred_module_kwargs,
+    refine_stages,
     validate_inputs,
 )
 from .calibration import conformal_rank, probit
@@ -84,14 +86,6 @@ _REMOVED_OPTIONS = {
 }
 
 
-def _is_count(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-
-
-def _rows(X: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
-
-
 def _check_held_out(X_cal: np.ndarray, X_train: np.ndarray, what: str) -> None:
     """Calibration inputs must not be training inputs: error if most are, warn if some are.
 
@@ -100,8 +94,8 @@ def _check_held_out(X_cal: np.ndarray, X_train: np.ndarray, what: str) -> None:
     """
     if len(X_cal) == 0 or len(X_train) == 0 or X_cal.shape[1:] != X_train.shape[1:]:
         return
-    train = {r.tobytes() for r in _rows(X_train)}
-    n_same = sum(r.tobytes() in train for r in _rows(X_cal))
+    train = {r.tobytes() for r in flat_rows(X_train)}
+    n_same = sum(r.tobytes() in train for r in flat_rows(X_cal))
     if n_same == 0:
         return
     msg = (
@@ -665,10 +659,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
 
     def _refine_stages(self) -> list[int]:
         """Extra samples of each refinement stage (empty without ``n_refine``)."""
-        r = self.n_refine
-        if r is None:
-            return []
-        return [int(r)] if _is_count(r) else [int(e) for e in r]
+        return refine_stages(self.n_refine)
 
     @property
     def _draws(self) -> SurrogateDraws:

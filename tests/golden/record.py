@@ -117,14 +117,16 @@ def compare(name: str, got: dict, want: dict) -> list[str]:
     return bad
 
 
-def load_record_model(name: str):
-    """The recorded model file of one setting (the fixture's base network is given back)."""
+def load_record_model(name: str, quiet: bool = True):
+    """The recorded model file of one setting (the fixture's base network is given back);
+    ``quiet`` hides the warning that format-1 files carry."""
     from rrise_sklearn import load
     from rrise_sklearn.nets import LinearModel
 
     module = LinearModel(5, 2) if name.startswith("linear") else None
     with warnings.catch_warnings():  # recorded in format 1: "no digest" is expected
-        warnings.filterwarnings("ignore", message=".*model file of format 1")
+        if quiet:
+            warnings.filterwarnings("ignore", message=".*model file of format 1")
         return load(os.path.join(HERE, f"{name}.zip"), module=module)
 
 
