@@ -370,3 +370,46 @@ def test_fuzzed_arguments_certify_or_raise_a_clear_error(sigma, n, n0, alpha, ba
         assert str(exc)
         return
     assert np.isfinite(res.radius).all() and (res.radius >= 0).all()
+
+
+def test_a_format_2_file_relabelled_as_format_1_is_refused(small_files, tmp_path):
+    """Format-1 files skip the digest (they have none); a format-2 file whose manifest is
+    edited and relabelled as format 1 must not slip through that way."""
+    _, _, _, clf_path, sur_path = small_files
+    for base in (clf_path, sur_path):
+        members = _members(base)
+        manifest = json.loads(members["manifest.json"])
+        manifest["format_version"] = 1
+        manifest["final"]["params"]["sigma"] = 1.0
+        bad = _write(tmp_path / "relabelled.zip", members, manifest, redigest=False)
+        with pytest.raises(ModelFileError, match="claims format 1 but carries fields of format 2"):
+            load(bad)
+    # dropping the digest too: the surrogate's calibration section still gives it away
+    members = _members(sur_path)
+    manifest = json.loads(members["manifest.json"])
+    manifest["format_version"] = 1
+    del manifest["digest"]
+    bad = _write(tmp_path / "relabelled2.zip", members, manifest, redigest=False)
+    with pytest.raises(ModelFileError, match="claims format 1"):
+        load(bad)
+
+
+def test_a_calibration_with_missing_or_misshapen_fields_is_refused(small_files):
+    """What a model file says about its calibration is checked when it is rebuilt (a cap
+    split without its group flags used to load and fail inside certify)."""
+    import dataclasses
+
+    _, _, sur, _, _ = small_files
+    cal = sur.calibration_
+    with pytest.raises(ValueError, match="must be one of"):
+        dataclasses.replace(cal, grouping="x")
+    with pytest.raises(ValueError, match="scores must be a 1-D array"):
+        dataclasses.replace(cal, scores=cal.scores.reshape(-1, 1))
+    with pytest.raises(ValueError, match="classes must have"):
+        dataclasses.replace(cal, classes=cal.classes[:-1])
+    if cal.grouping == "cap":
+        with pytest.raises(ValueError, match="own must be a 1-D array"):
+            dataclasses.replace(cal, own=None)
+    with pytest.raises(ValueError, match="alpha_conf must lie in"):
+        dataclasses.replace(cal, alpha_conf=1.5)
+    assert dataclasses.replace(cal).thresholds.tolist() == cal.thresholds.tolist()
