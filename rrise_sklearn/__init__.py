@@ -15,13 +15,39 @@ Main entry points:
   metrics they rest on.
 """
 
-from .conformal import StaleCalibrationError
-from .monitoring import MonitorReport, VerificationReport
-from .persistence import load, save
-from .pipeline import certify
-from .results import CertificationResult
-from .smoothing import SmoothedClassifier
-from .surrogate import RRISESurrogate
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The public names load on first use (PEP 562), so that ``rrise --help`` and
+# ``rrise --version`` answer without importing torch. Any one of them loads all
+# of them, persistence included (it gives the estimators their deprecated
+# ``save``/``load`` methods).
+_LAZY = {
+    "CertificationResult": "results",
+    "MonitorReport": "monitoring",
+    "RRISESurrogate": "surrogate",
+    "SmoothedClassifier": "smoothing",
+    "StaleCalibrationError": "conformal",
+    "VerificationReport": "monitoring",
+    "certify": "pipeline",
+    "load": "persistence",
+    "save": "persistence",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rrise_sklearn' has no attribute {name!r}")
+    for attr, mod in _LAZY.items():
+        globals()[attr] = getattr(importlib.import_module(f".{mod}", __name__), attr)
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CertificationResult",

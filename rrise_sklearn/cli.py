@@ -103,7 +103,35 @@ def _load_model(args: argparse.Namespace) -> Any:
         raise CLIError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
 
 
+def _check_output(path: str) -> tuple[str, str]:
+    """Refuse an unwritable output path before any work (a typo must not cost a run)."""
+    out = os.path.abspath(path)
+    folder = os.path.dirname(out)
+    if os.path.isdir(out):
+        raise CLIError(f"--out {path} is a directory; give a file name, e.g. {path}/results.tsv")
+    if not os.path.isdir(folder):
+        raise CLIError(f"--out {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CLIError(f"--out {path}: folder {folder} is not writable")
+    meta = out + ".json"
+    if os.path.isdir(meta):
+        raise CLIError(f"the metadata file {meta} would replace a directory")
+    return out, meta
+
+
+def _chunk_seed(cert: Any, chunk: int) -> Any:
+    """Seed of a chunk: the estimator's own for the first (one chunk = one ``certify`` call), a
+    distinct derived one for the next (fresh noise per chunk)."""
+    if chunk == 0 or not hasattr(cert, "n0"):
+        return None
+    from .sampling import resolve_seed
+
+    root = resolve_seed(cert.random_state)
+    return int(np.random.SeedSequence([root, chunk]).generate_state(1)[0])
+
+
 def cmd_certify(args: argparse.Namespace) -> int:
+    out, meta_path = _check_output(args.out)
     model = _load_model(args)
     _, cert = _certifier(model)
     X = _load_array(args.data, "data")
@@ -127,38 +155,110 @@ def cmd_certify(args: argparse.Namespace) -> int:
         y = _load_array(args.labels, "labels")
         if y.ndim != 1 or len(y) != len(X):
             raise CLIError(f"labels must be 1-D with {len(X)} entries; got shape {y.shape}")
-    overrides = {k: getattr(args, k) for k in ("n0", "n", "alpha") if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in ("n0", "n", "alpha") if getattr(args, k) is not None}
     if overrides and not hasattr(cert, "n0"):
         raise CLIError("--n0/--n/--alpha apply to a SmoothedClassifier only")
     if overrides:
         cert.set_params(**overrides)
     from .pipeline import certify
 
-    t0 = time.perf_counter()
+    partial = out + ".partial"
+    t_all = time.perf_counter()
+    done = correct = 0
+    info: dict[str, Any] = {}
     try:
-        res = certify(model, X)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    per_input = (time.perf_counter() - t0) / max(1, len(X))
-    sigma = res.info.get("sigma")
-    lines = [
-        f"# sigma={sigma}; radius: {res.info['radius_units']}",
-        "idx\tlabel\tpredict\tradius\tcorrect\ttime",
-    ]
-    for i, (p, r) in enumerate(zip(res.prediction, res.radius, strict=True)):
-        label = "NA" if y is None else str(y[i])
-        correct = "NA" if y is None else str(int(r > 0 and p == y[i]))
-        lines.append(f"{i}\t{label}\t{p}\t{r:.6g}\t{correct}\t{per_input:.6g}")
-    _write_atomic(args.out, "\n".join(lines) + "\n")
+        with open(partial, "w", encoding="utf-8") as fh:
+            fh.write("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
+            fh.flush()
+            for chunk, lo in enumerate(range(0, len(X), args.chunk_size)):
+                Xc = X[lo : lo + args.chunk_size]
+                t0 = time.perf_counter()
+                seed = _chunk_seed(cert, chunk)
+                try:
+                    res = certify(model, Xc, **({"random_state": seed} if seed is not None else {}))
+                except ValueError as exc:
+                    raise CLIError(str(exc)) from None
+                per_input = (time.perf_counter() - t0) / len(Xc)
+                info = res.info
+                rows = []
+                for j, (p, r) in enumerate(zip(res.prediction, res.radius, strict=True)):
+                    i = lo + j
+                    label = "NA" if y is None else str(y[i])
+                    ok = "NA" if y is None else str(int(r > 0 and p == y[i]))
+                    correct += ok == "1"
+                    rows.append(f"{i}\t{label}\t{p}\t{r:.6g}\t{ok}\t{per_input:.6g}\n")
+                fh.write("".join(rows))
+                fh.flush()  # an interrupted run keeps every certified chunk in the .partial file
+                done += len(Xc)
+            os.fsync(fh.fileno())
+    except KeyboardInterrupt:
+        print(
+            f"rrise certify: interrupted after {done} of {len(X)} inputs; their lines are in "
+            f"{partial}",
+            file=sys.stderr,
+        )
+        raise
+    except BaseException:
+        if done == 0 and os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    elapsed = time.perf_counter() - t_all
+    meta = {
+        "rrise_sklearn": _version(),
+        "model": os.path.abspath(args.model),
+        "data": os.path.abspath(args.data),
+        "n_inputs": int(len(X)),
+        "sigma": info.get("sigma"),
+        "radius_units": info.get("radius_units"),
+        "input_scale": info.get("input_scale"),
+        "alpha": info.get("alpha"),
+        "alpha_conf": info.get("alpha_conf"),
+        "alpha_mc": info.get("alpha_mc"),
+        "n0": info.get("n0"),
+        "n": info.get("n"),
+        "chunk_size": int(args.chunk_size),
+        "seconds": round(elapsed, 3),
+        "columns": ["idx", "label", "predict", "radius", "correct", "time"],
+    }
+    import json
+
+    _write_atomic(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
+    os.replace(partial, out)
     msg = (
-        f"certified {len(X)} inputs in {per_input * len(X):.2f} s -> {args.out} "
-        f"(sigma={sigma}; radius: {res.info['radius_units']})"
+        f"certified {len(X)} inputs in {elapsed:.2f} s -> {args.out} (metadata: "
+        f"{os.path.basename(meta_path)}; sigma={info.get('sigma')}; "
+        f"radius: {info.get('radius_units')})"
     )
     if y is not None:
-        acc = np.mean((res.radius > 0) & (res.prediction == y))
-        msg += f" (certified accuracy at r=0: {acc:.3f})"
+        msg += f" (certified accuracy at r=0: {correct / len(X):.3f})"
     print(msg)
     return 0
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _level(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -180,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
             "a saved model."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"rrise-sklearn {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -219,10 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
             "Certify every row of a .npy array with a model saved by rrise_sklearn.save (a "
             "SmoothedClassifier, an RRISESurrogate, or a Pipeline of scalers ending in one; "
             "a directory or a .zip; loading it runs no code from the file). Writes one "
-            "tab-separated line per input: idx, label, predict, radius, correct, time (the "
-            "column order of the reference randomized-smoothing tools; time is the batch "
-            "time divided by the number of inputs). A prediction equal to the abstain label "
-            "(-1 by default) with radius 0 means the model abstained."
+            "tab-separated line per input under one header line: idx, label, predict, radius, "
+            "correct, time (the column order of the reference randomized-smoothing tools, "
+            "readable as is with pandas.read_csv(path, delimiter='\\t'); time is the chunk's "
+            "time divided by its number of inputs). A prediction equal to the abstain label "
+            "(-1 by default) with radius 0 means the model abstained. sigma and the radius' "
+            "units go to a JSON file beside the TSV."
         ),
     )
     cert.add_argument(
@@ -262,10 +365,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="inputs, a .npy array of shape (n, features) or (n, C, H, W)"
     )
     cert.add_argument("--labels", help="true labels, a 1-D .npy array (fills label/correct)")
-    cert.add_argument("--out", required=True, help="output TSV file (written atomically)")
-    cert.add_argument("--n0", type=int, help="selection samples (SmoothedClassifier only)")
-    cert.add_argument("--n", type=int, help="estimation samples (SmoothedClassifier only)")
-    cert.add_argument("--alpha", type=float, help="error level (SmoothedClassifier only)")
+    cert.add_argument(
+        "--out",
+        required=True,
+        help=(
+            "output TSV file; checked before anything runs. Lines are flushed to OUT.partial "
+            "after each chunk (an interrupted run keeps them) and renamed to OUT at the end; the "
+            "metadata (sigma, radius units, levels, versions) goes to OUT.json"
+        ),
+    )
+    cert.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=1000,
+        help="inputs certified per chunk (default 1000); each chunk draws fresh noise",
+    )
+    cert.add_argument(
+        "--n0", type=_positive_int, help="selection samples (SmoothedClassifier only)"
+    )
+    cert.add_argument(
+        "--n", type=_positive_int, help="estimation samples (SmoothedClassifier only)"
+    )
+    cert.add_argument("--alpha", type=_level, help="error level (SmoothedClassifier only)")
     cert.set_defaults(func=cmd_certify)
     return parser
 
@@ -282,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"rrise {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # pragma: no cover
+    except KeyboardInterrupt:
         print("rrise: interrupted", file=sys.stderr)
         return 130
 

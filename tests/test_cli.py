@@ -1,10 +1,12 @@
 """The rrise command: demo smoke run, certify output format, one-line errors."""
 
+import json
 import subprocess
 import sys
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -46,19 +48,106 @@ def test_certify_writes_reference_tsv(saved):
         ]
     )
     assert rc == 0
-    comment, *lines = out.read_text().splitlines()
-    # the header states sigma and the radius' units (those of the scaler's output here)
-    assert comment.startswith("# sigma=0.25; radius: L2 in the input space of SmoothedClassifier")
-    assert "(the output of StandardScaler)" in comment
-    assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time"]
-    assert len(lines) == 41
-    rows = [line.split("\t") for line in lines[1:]]
+    # the reference tools' reader takes the file as is: one header line, then one row per input
+    table = pd.read_csv(out, delimiter="\t")
+    assert list(table.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
+    assert len(table) == 40 and table["correct"].dtype.kind == "i"
+    # sigma and the radius' units sit beside it (those of the scaler's output here)
+    meta = json.loads((d / "res.tsv.json").read_text())
+    assert meta["sigma"] == 0.25 and meta["n_inputs"] == 40
+    assert meta["radius_units"].startswith("L2 in the input space of SmoothedClassifier")
+    assert "(the output of StandardScaler)" in meta["radius_units"]
+    assert not (d / "res.tsv.partial").exists()
     expected = pipe[-1].certify(pipe[0].transform(X))
-    np.testing.assert_allclose([float(r[3]) for r in rows], expected.radius, rtol=1e-5)
-    assert [int(r[2]) for r in rows] == expected.prediction.tolist()
-    assert [int(r[4]) for r in rows] == ((expected.prediction == y) & (expected.radius > 0)).astype(
-        int
-    ).tolist()
+    np.testing.assert_allclose(table["radius"], expected.radius, rtol=1e-5)
+    assert table["predict"].tolist() == expected.prediction.tolist()
+    assert table["correct"].tolist() == (
+        (expected.prediction == y) & (expected.radius > 0)
+    ).astype(int).tolist()
+
+
+def _args(d, out, *extra):
+    return ["certify", "--model", str(d / "model.zip"), "--data", str(d / "X.npy"),
+            "--labels", str(d / "y.npy"), "--out", str(out), *extra]  # fmt: skip
+
+
+def test_certify_in_chunks_keeps_the_lines_of_an_interrupted_run(saved, monkeypatch, capsys):
+    d, pipe, X, y = saved
+    out = d / "chunks.tsv"
+    assert main(_args(d, out, "--chunk-size", "16")) == 0
+    table = pd.read_csv(out, delimiter="\t")
+    assert table["idx"].tolist() == list(range(40))
+    # the first chunk is one certify call with the model's own seed; later ones draw fresh noise
+    first = pipe[-1].certify(pipe[0].transform(X[:16]))
+    np.testing.assert_allclose(table["radius"][:16], first.radius, rtol=1e-5)
+    import rrise_sklearn.pipeline as pipeline_module
+
+    real, calls = pipeline_module.certify, []
+
+    def interrupted(model, X, **kw):
+        calls.append(len(X))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(model, X, **kw)
+
+    monkeypatch.setattr(pipeline_module, "certify", interrupted)
+    out = d / "stopped.tsv"
+    assert main(_args(d, out, "--chunk-size", "16")) == 130
+    assert "interrupted after 16 of 40 inputs" in capsys.readouterr().err
+    assert not out.exists()  # only a finished run gets the final name
+    kept = pd.read_csv(d / "stopped.tsv.partial", delimiter="\t")
+    assert kept["idx"].tolist() == list(range(16))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--n", "0"], "--n: expected a whole number >= 1, got 0"),
+        (["--n0", "-3"], "--n0: expected a whole number >= 1"),
+        (["--alpha", "1.5"], "--alpha: expected a number in \\(0, 1\\)"),
+        (["--chunk-size", "0"], "--chunk-size: expected a whole number >= 1"),
+    ],
+)
+def test_invalid_sample_sizes_and_levels_are_refused(saved, extra, message, capsys):
+    d, *_ = saved
+    with pytest.raises(SystemExit) as exc:
+        main(_args(d, d / "never.tsv", *extra))
+    assert exc.value.code == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+    assert not (d / "never.tsv").exists()
+
+
+def test_the_output_path_is_checked_before_the_model_is_loaded(saved, monkeypatch, capsys):
+    d, *_ = saved
+    import rrise_sklearn.cli as cli
+
+    def never(args):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(cli, "_load_model", never)
+    assert main(_args(d, d / "no-such-folder" / "r.tsv")) == 2
+    err = capsys.readouterr().err
+    assert "no-such-folder does not exist" in err, err
+    assert main(_args(d, d)) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from rrise_sklearn.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['certify', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "False False"
+    assert "rrise-sklearn 0.1" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -102,6 +191,7 @@ def test_certify_errors_are_one_line_and_leave_no_file(saved, make, message, cap
 
     assert re.search(message, err), err
     assert not (d / "bad.tsv").exists()
+    assert not (d / "bad.tsv.partial").exists() and not (d / "bad.tsv.json").exists()
     assert not list(d.glob(".rrise-*"))
 
 
@@ -141,7 +231,7 @@ def test_pickle_files_need_allow_pickle_and_a_marker_payload_never_runs(saved, t
             str(out),
         ]
     )
-    assert rc == 0 and len(out.read_text().splitlines()) == 42
+    assert rc == 0 and len(out.read_text().splitlines()) == 41
     assert "UNSAFE" in _help("certify")
 
 
