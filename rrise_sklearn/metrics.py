@@ -17,6 +17,8 @@ __all__ = [
     "certified_accuracy",
     "certified_accuracy_lower_bound",
     "certified_accuracy_scorer",
+    "certified_scorer",
+    "radius_ceiling",
 ]
 
 
@@ -251,6 +253,72 @@ def certified_accuracy_lower_bound(
     return float(out) if out.ndim == 0 else out
 
 
+def radius_ceiling(estimator: Any) -> float | None:
+    """The largest radius a fitted certifier can certify at its settings, whatever the input.
+
+    * :class:`~rrise_sklearn.SmoothedClassifier`: ``sigma * PhiInv(alpha ** (1 / n))``,
+      the radius when all ``n`` samples agree (Cohen's CERTIFY, the default
+      ``method``).
+    * :class:`~rrise_sklearn.RRISESurrogate`: ``sigma * (cap - tau)``, the
+      calibrated radius of an input predicted at the prediction cap, largest over
+      the calibration's groups.
+    * A Pipeline: its last step's (in that step's input units).
+
+    Returns ``None`` when the estimator has no finite ceiling it can state.
+
+    Examples
+    --------
+    >>> from rrise_sklearn import SmoothedClassifier
+    >>> from rrise_sklearn.metrics import radius_ceiling
+    >>> from rrise_sklearn.nets import MLP
+    >>> round(radius_ceiling(SmoothedClassifier(MLP, sigma=0.25, n=100, alpha=0.001)), 3)
+    0.375
+    """
+    from .pipeline import split_certifier
+    from .stats import max_certifiable_radius
+
+    _, cert = split_certifier(estimator)
+    cal = getattr(cert, "calibration_", None)
+    if cal is not None:
+        cap = cal.prediction_cap
+        if cap is None or not np.isfinite(cap):
+            return None
+        k = len(cert.smoothed_.classes_)
+        z = cal.calibrated_z(np.arange(k), np.full(k, float(cap)))
+        return float(max(0.0, float(cert.sigma_) * float(np.max(z))))
+    if all(hasattr(cert, a) for a in ("n", "alpha", "sigma")):
+        return float(max_certifiable_radius(int(cert.n), float(cert.alpha), float(cert.sigma)))
+    return None
+
+
+def _warn_above_ceiling(estimator: Any, radii: Any) -> None:
+    """Warn when a scored radius is above what the estimator can certify at its settings."""
+    import warnings
+
+    from .pipeline import split_certifier
+
+    ceiling = radius_ceiling(estimator)
+    top = float(np.max(radii)) if np.size(radii) else 0.0
+    if ceiling is None or top <= ceiling:
+        return
+    _, cert = split_certifier(estimator)
+    if hasattr(cert, "n"):
+        # smallest n whose all-agree bound exceeds Phi(r / sigma)
+        need = int(np.ceil(np.log(float(cert.alpha)) / np.log(_sps.norm.cdf(top / cert.sigma))))
+        fix = f"raise n to at least {need:,} (n={cert.n:,} now) or score at r <= {ceiling:.3g}"
+        what = f"n={cert.n:,}, alpha={cert.alpha}, sigma={cert.sigma}"
+    else:
+        fix = f"score at r <= {ceiling:.3g}, or calibrate with more samples (n_refine)"
+        what = f"sigma={cert.sigma_}, its prediction cap and threshold"
+    warnings.warn(
+        f"Scoring at r={top:g} is above the radius ceiling {ceiling:.3g} of this "
+        f"{type(cert).__name__} ({what}): every input scores 0 there whatever the model's "
+        f"robustness, so the score is decided by the sample budget. {fix}.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class _CertifiedScorer:
     """Scorer certifying with :func:`rrise_sklearn.certify`: an estimator or a Pipeline ending
     in one; usable as ``GridSearchCV(scoring=...)``."""
@@ -262,6 +330,8 @@ class _CertifiedScorer:
     def __call__(self, estimator: Any, X: Any, y: Any) -> float:
         from .pipeline import certify  # a Pipeline does not forward certify itself
 
+        if self.kind != "acr":
+            _warn_above_ceiling(estimator, [self.r])
         res = certify(estimator, X)
         if self.kind == "acr":
             return average_certified_radius(y, res.prediction, res.radius)
@@ -271,6 +341,81 @@ class _CertifiedScorer:
         if self.kind == "acr":
             return "acr_scorer()"
         return f"certified_accuracy_scorer(r={self.r})"
+
+
+class _MultiCertifiedScorer:
+    """Several certified metrics from one certification per call (a dict, as scikit-learn's
+    multi-metric scoring takes from a callable)."""
+
+    def __init__(self, radii: tuple[float, ...], acr: bool, abstain: bool) -> None:
+        self.radii = radii
+        self.acr = acr
+        self.abstain = abstain
+
+    @property
+    def names(self) -> list[str]:
+        """The keys of the returned dict, in order (``refit=`` takes one of them)."""
+        out = [f"certified_accuracy_r{r:g}" for r in self.radii]
+        return out + ["acr"] * self.acr + ["abstain_rate"] * self.abstain
+
+    def __call__(self, estimator: Any, X: Any, y: Any) -> dict[str, float]:
+        from .pipeline import certify
+
+        _warn_above_ceiling(estimator, self.radii)
+        res = certify(estimator, X)
+        accs = np.atleast_1d(certified_accuracy(y, res.prediction, res.radius, list(self.radii)))
+        out = {name: float(a) for name, a in zip(self.names, accs, strict=False)}
+        if self.acr:
+            out["acr"] = average_certified_radius(y, res.prediction, res.radius)
+        if self.abstain:
+            out["abstain_rate"] = abstain_rate(res.radius)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"certified_scorer(radii={list(self.radii)}, acr={self.acr}, "
+            f"abstain_rate={self.abstain})"
+        )
+
+
+def certified_scorer(
+    radii: Any = (0.0, 0.25, 0.5), *, acr: bool = True, abstain_rate: bool = False
+) -> _MultiCertifiedScorer:
+    """One scorer for several certified metrics: certifies **once** per call.
+
+    Dict scoring with one library scorer per metric certifies once per metric
+    (scikit-learn cannot cache ``certify``); this scorer certifies once and
+    returns a dict, which ``GridSearchCV(scoring=...)`` takes as multi-metric
+    scoring. Pick the model with ``refit="<name>"`` (one of ``.names``). Works
+    on an estimator or a Pipeline ending in one (see
+    :func:`rrise_sklearn.certify`), and warns when a radius is above the
+    estimator's :func:`radius_ceiling`.
+
+    Parameters
+    ----------
+    radii : sequence of float, default=(0.0, 0.25, 0.5)
+        Certified accuracy at each; keys ``"certified_accuracy_r<r>"``.
+    acr : bool, default=True
+        Also the average certified radius (key ``"acr"``).
+    abstain_rate : bool, default=False
+        Also the fraction of abstentions (key ``"abstain_rate"``).
+
+    Examples
+    --------
+    >>> from rrise_sklearn.metrics import certified_scorer
+    >>> scorer = certified_scorer([0.0, 0.25])
+    >>> scorer.names
+    ['certified_accuracy_r0', 'certified_accuracy_r0.25', 'acr']
+    >>> # GridSearchCV(pipe, grid, scoring=scorer, refit="certified_accuracy_r0.25")
+    """
+    rr = tuple(float(r) for r in np.atleast_1d(np.asarray(radii, dtype=np.float64)))
+    if not rr and not acr and not abstain_rate:
+        raise ValueError("certified_scorer needs at least one radius, acr or abstain_rate.")
+    if any(not np.isfinite(r) or r < 0 for r in rr):
+        raise ValueError(f"radii must be finite radii >= 0; got {radii!r}.")
+    if len(set(f"{r:g}" for r in rr)) != len(rr):
+        raise ValueError(f"radii must be distinct; got {radii!r}.")
+    return _MultiCertifiedScorer(rr, bool(acr), bool(abstain_rate))
 
 
 def certified_accuracy_scorer(r: float = 0.0) -> _CertifiedScorer:

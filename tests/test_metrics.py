@@ -198,3 +198,98 @@ def test_scorers_work_on_a_pipeline_and_grid_search_selects_by_them(digits):
     res = certify(fitted, X[400:450])
     want = certified_accuracy(y[400:450], res.prediction, res.radius, 0.25)
     assert certified_accuracy_scorer(0.25)(fitted, X[400:450], y[400:450]) == pytest.approx(want)
+
+
+def test_multi_metric_scorer_certifies_once_per_fold_and_selects_on_a_pipeline(
+    digits, monkeypatch
+):
+    """The gallery's pattern: several metrics, one certification per fold (dict scoring with
+    one library scorer per metric certifies once per metric)."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import rrise_sklearn.pipeline as pipeline_module
+    from rrise_sklearn.metrics import certified_scorer
+
+    real, calls = pipeline_module.certify, []
+
+    def counting(estimator, X, **kw):
+        calls.append(len(X))
+        return real(estimator, X, **kw)
+
+    monkeypatch.setattr(pipeline_module, "certify", counting)
+    X, y = digits
+    pipe = make_pipeline(
+        StandardScaler(),
+        SmoothedClassifier(MLP, module__hidden=16, max_epochs=10, n0=20, n=200, random_state=0),
+    )
+    scorer = certified_scorer([0.0, 0.25], acr=True, abstain_rate=True)
+    grid = GridSearchCV(
+        pipe, {"smoothedclassifier__sigma": [0.25, 3.0]}, scoring=scorer,
+        refit="certified_accuracy_r0.25", cv=2, error_score="raise",
+    ).fit(X[:400], y[:400])  # fmt: skip
+    assert len(calls) == 2 * 2  # 2 candidates x 2 folds, one certify each
+    for name in scorer.names:
+        assert np.isfinite(grid.cv_results_[f"mean_test_{name}"]).all()
+    # a sigma far too large for standardized digits (3 standard deviations per pixel) loses
+    assert grid.best_params_ == {"smoothedclassifier__sigma": 0.25}
+    acc = grid.cv_results_["mean_test_certified_accuracy_r0.25"]
+    assert acc[0] > acc[1]
+    # the dict holds what the single-metric functions give on the same certificates
+    calls.clear()
+    fitted = grid.best_estimator_
+    got = scorer(fitted, X[400:450], y[400:450])
+    res = real(fitted, X[400:450])
+    assert got["certified_accuracy_r0.25"] == pytest.approx(
+        certified_accuracy(y[400:450], *res, r=0.25)
+    )
+    assert got["acr"] == pytest.approx(average_certified_radius(y[400:450], *res))
+    assert got["abstain_rate"] == pytest.approx(np.mean(res.radius == 0))
+    assert len(calls) == 1
+
+
+def test_scorers_warn_when_the_radius_is_above_the_sample_budget_ceiling(digits_small):
+    """At n=100, alpha=0.001, sigma=0.25 no certificate exceeds 0.375: scoring at r=0.5 gives 0
+    whatever the model, which must not pass silently."""
+    from rrise_sklearn.metrics import certified_scorer, radius_ceiling
+    from rrise_sklearn.stats import max_certifiable_radius
+
+    X, y = digits_small
+    clf = SmoothedClassifier(
+        MLP, module__hidden=32, max_epochs=5, sigma=0.25, n0=20, n=100, random_state=0
+    ).fit(X, y)
+    ceiling = radius_ceiling(clf)
+    assert ceiling == pytest.approx(float(max_certifiable_radius(100, 0.001, 0.25)))
+    res = clf.certify(X[:200])
+    assert res.radius.max() <= ceiling + 1e-12
+    assert res.radius.max() == pytest.approx(ceiling)  # easy inputs: all 100 samples agree
+    with pytest.warns(UserWarning, match=r"r=0.5 is above the radius ceiling 0.375.*n to at least"):
+        assert certified_accuracy_scorer(0.5)(clf, X[:50], y[:50]) == 0.0
+    with pytest.warns(UserWarning, match="radius ceiling"):
+        certified_scorer([0.0, 0.5])(clf, X[:50], y[:50])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        certified_accuracy_scorer(0.25)(clf, X[:50], y[:50])
+        certified_scorer([0.0, 0.25])(clf, X[:50], y[:50])
+        acr_scorer()(clf, X[:50], y[:50])
+    # the n the warning asks for does lift the ceiling above r
+    import re
+
+    with pytest.warns(UserWarning) as rec:
+        certified_accuracy_scorer(0.5)(clf, X[:5], y[:5])
+    need = int(re.search(r"at least ([\d,]+)", str(rec[0].message)).group(1).replace(",", ""))
+    assert max_certifiable_radius(need, 0.001, 0.25) > 0.5
+    assert max_certifiable_radius(need - 1, 0.001, 0.25) <= 0.5
+
+
+def test_certified_scorer_refuses_bad_radii():
+    from rrise_sklearn.metrics import certified_scorer
+
+    for bad in ([-0.1], [np.nan], [0.25, 0.25]):
+        with pytest.raises(ValueError, match="radii"):
+            certified_scorer(bad)
+    with pytest.raises(ValueError, match="at least one"):
+        certified_scorer([], acr=False)

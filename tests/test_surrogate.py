@@ -166,6 +166,23 @@ def test_certify_is_one_pass_and_consistent(linear_setup):
     )
 
 
+def test_radius_ceiling_bounds_every_certificate_and_is_reached_at_the_cap(linear_setup):
+    from rrise_sklearn.metrics import radius_ceiling
+
+    kl, sigma, sur = linear_setup
+    ceiling = radius_ceiling(sur)
+    cal = sur.calibration_
+    assert ceiling == pytest.approx(
+        sigma * max(cal.calibrated_z(np.array([c]), np.array([cal.prediction_cap]))[0]
+                    for c in range(2))
+    )  # fmt: skip
+    far = kl.points_at_distance(np.r_[np.full(20, 8.0), np.full(20, -8.0)], seed=1)
+    X = np.concatenate([_draw(kl, 200, np.random.default_rng(6)), far])
+    res = sur.certify(X)
+    assert res.radius.max() <= ceiling + 1e-9
+    assert res.radius[-40:].max() == pytest.approx(ceiling)  # far from the plane: at the cap
+
+
 def test_mondrian_and_pac(linear_setup):
     kl, _, base = linear_setup
     X = _draw(kl, 600, np.random.default_rng(7))
