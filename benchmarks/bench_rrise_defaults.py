@@ -270,7 +270,7 @@ def load(dataset: str, n_surrogate: int = 6000) -> dict:
 
     from rrise_sklearn.datasets import load_mnist_5k
 
-    X, y = load_mnist_5k(flat=True)
+    X, y = load_mnist_5k(flat=True, return_X_y=True, shuffle=False)
     X_b, X_r, y_b, y_r = train_test_split(X, y, train_size=2000, stratify=y, random_state=0)
     X_h, X_t, y_h, y_t = train_test_split(X_r, y_r, train_size=1000, stratify=y_r, random_state=0)
     return {"base": (X_b, y_b), "rrise": (X_h, y_h), "test": (X_t[:500], y_t[:500])}

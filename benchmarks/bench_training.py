@@ -46,7 +46,7 @@ def data(name: str):
         return X_tr, X_te, y_tr, y_te, dict(module=MLP)
     from rrise_sklearn.datasets import load_mnist_5k
 
-    X, y = load_mnist_5k()
+    X, y = load_mnist_5k(return_X_y=True, shuffle=False)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, train_size=2000, test_size=1000,
                                               stratify=y, random_state=0)  # fmt: skip
     return X_tr, X_te, y_tr, y_te, dict(module=SmallCNN, module__width=8, module__hidden=64)

