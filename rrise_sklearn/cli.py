@@ -180,8 +180,16 @@ def cmd_certify(args: argparse.Namespace) -> int:
                     raise CLIError(str(exc)) from None
                 per_input = (time.perf_counter() - t0) / len(Xc)
                 info = res.info
+                radius = res.radius
+                if args.radius_space == "input":
+                    if res.input_radius is None:
+                        raise CLIError(
+                            "--radius-space input needs a Pipeline of per-feature scalers before "
+                            "the certifier; this model's radii have no exact conversion"
+                        )
+                    radius = res.input_radius
                 rows = []
-                for j, (p, r) in enumerate(zip(res.prediction, res.radius, strict=True)):
+                for j, (p, r) in enumerate(zip(res.prediction, radius, strict=True)):
                     i = lo + j
                     label = "NA" if y is None else str(y[i])
                     ok = "NA" if y is None else str(int(r > 0 and p == y[i]))
@@ -203,13 +211,19 @@ def cmd_certify(args: argparse.Namespace) -> int:
             os.unlink(partial)
         raise
     elapsed = time.perf_counter() - t_all
+    units = (
+        "L2 in the units of the data file"
+        if args.radius_space == "input"
+        else info.get("radius_units")
+    )
     meta = {
         "rrise_sklearn": _version(),
         "model": os.path.abspath(args.model),
         "data": os.path.abspath(args.data),
         "n_inputs": int(len(X)),
         "sigma": info.get("sigma"),
-        "radius_units": info.get("radius_units"),
+        "radius_units": units,
+        "radius_space": args.radius_space,
         "input_scale": info.get("input_scale"),
         "alpha": info.get("alpha"),
         "alpha_conf": info.get("alpha_conf"),
@@ -227,7 +241,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     msg = (
         f"certified {len(X)} inputs in {elapsed:.2f} s -> {args.out} (metadata: "
         f"{os.path.basename(meta_path)}; sigma={info.get('sigma')}; "
-        f"radius: {info.get('radius_units')})"
+        f"radius: {units})"
     )
     if y is not None:
         msg += f" (certified accuracy at r=0: {correct / len(X):.3f})"
@@ -372,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
             "output TSV file; checked before anything runs. Lines are flushed to OUT.partial "
             "after each chunk (an interrupted run keeps them) and renamed to OUT at the end; the "
             "metadata (sigma, radius units, levels, versions) goes to OUT.json"
+        ),
+    )
+    cert.add_argument(
+        "--radius-space",
+        choices=("model", "input"),
+        default="model",
+        help=(
+            "model (default): radii in the certifier's input space (after the Pipeline's "
+            "scalers); input: in the units of the data file (exact for per-feature scalers)"
         ),
     )
     cert.add_argument(

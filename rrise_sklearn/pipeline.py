@@ -4,20 +4,88 @@
 ``make_pipeline(StandardScaler(), SmoothedClassifier(sigma=0.25))`` the noise
 is added to *standardized* inputs, so ``sigma`` and every certified radius are
 in standardized units, not in the units of the raw data: a radius of 0.5 there
-is 0.5 standard deviations per feature, whatever the raw scale. Put
-preprocessing that should not change the units (reshaping, casting) before the
-certifier, and scale raw inputs yourself when radii must be in raw units.
+is 0.5 standard deviations per feature, whatever the raw scale.
+
+**The radius in raw units.** When every step before the certifier is
+per-feature affine (``x -> d * x + b`` with a vector ``d``: scikit-learn's
+``StandardScaler``, ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``, and
+identity steps), a raw-input ball of radius ``r`` maps into a ball of radius
+``max|d| * r``, and no larger raw ball fits (the direction of the largest
+``|d|`` reaches it). So the exact raw-unit radius is ``radius / max|d|``,
+with ``d`` the product of the steps' factors: :func:`input_scale` gives
+``max|d|`` and :func:`certify` the result's ``input_radius``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
 
 from .results import CertificationResult
 
-__all__ = ["certify", "split_certifier"]
+__all__ = ["certify", "input_scale", "split_certifier"]
+
+# the scikit-learn steps that map each feature by x -> d * x + b, and their factor d
+_AFFINE_FACTOR = {
+    "StandardScaler": lambda s: None if s.scale_ is None else 1.0 / np.asarray(s.scale_),
+    "RobustScaler": lambda s: None if s.scale_ is None else 1.0 / np.asarray(s.scale_),
+    "MaxAbsScaler": lambda s: 1.0 / np.asarray(s.scale_),
+    "MinMaxScaler": lambda s: np.asarray(s.scale_),
+}
+
+
+def _step_factor(step: Any) -> Any:
+    """Per-feature factor of one fitted step (1.0 for identity), or raise LookupError."""
+    if step is None or (isinstance(step, str) and step == "passthrough"):
+        return 1.0
+    name = type(step).__name__
+    if type(step).__module__.split(".")[0] != "sklearn":
+        raise LookupError(name)
+    if name == "FunctionTransformer" and step.func is None:
+        return 1.0
+    if name not in _AFFINE_FACTOR:
+        raise LookupError(name)
+    d = _AFFINE_FACTOR[name](step)
+    return 1.0 if d is None else d
+
+
+def input_scale(preprocessing: Any) -> float | None:
+    """``max|d|`` of per-feature affine preprocessing ``x -> d * x + b`` (composed), or ``None``.
+
+    A certified radius ``R`` in the certifier's input space is the raw-unit
+    radius ``R / input_scale(preprocessing)`` (exact: the largest raw ball
+    that the preprocessing maps inside the certified ball). ``None`` when a
+    step is not per-feature affine, so no such conversion exists.
+
+    Parameters
+    ----------
+    preprocessing : Pipeline, a fitted transformer or None
+        Everything before the certifier (``pipe[:-1]``); ``None`` means none
+        (scale 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.preprocessing import MinMaxScaler
+    >>> X = np.array([[0.0, 0.0], [255.0, 10.0]])
+    >>> input_scale(MinMaxScaler().fit(X))  # the 0-10 feature is stretched 10x
+    0.1
+    """
+    if preprocessing is None:
+        return 1.0
+    steps = [s for _, s in preprocessing.steps] if hasattr(preprocessing, "steps") else [
+        preprocessing
+    ]
+    d: Any = 1.0
+    try:
+        for step in steps:
+            d = d * _step_factor(step)
+    except LookupError:
+        return None
+    return float(np.max(np.abs(d)))
 
 
 def split_certifier(estimator: Any) -> tuple[Any, Any]:
@@ -55,7 +123,10 @@ def certify(estimator: Any, X: Any, **kwargs: Any) -> CertificationResult:
     Every step but the last transforms ``X``; the last step's ``certify``
     (with ``kwargs``) gives the certificates. The radii are in the units of the
     last step's input (see the module docs); ``info["radius_units"]`` says so
-    and ``info["sigma"]`` gives the noise level in those units.
+    and ``info["sigma"]`` gives the noise level in those units. The result's
+    ``input_radius`` gives the radius in the units of ``X`` when the
+    preprocessing is per-feature affine (``info["input_scale"]`` is the factor
+    it was divided by; ``None`` otherwise).
 
     Parameters
     ----------
@@ -106,4 +177,19 @@ def certify(estimator: Any, X: Any, **kwargs: Any) -> CertificationResult:
     else:
         where += " (the units of X)"
     res.info["radius_units"] = where
-    return res
+    scale = input_scale(prep)
+    res.info["input_scale"] = scale
+    if scale is None:
+        return res
+    if not 0.1 <= scale <= 10:
+        warnings.warn(
+            f"The preprocessing before {type(cert).__name__} stretches the units of X by up to "
+            f"{scale:.3g}x, so a certified radius R in its space (where sigma="
+            f"{res.info.get('sigma')} is set) is only R / {scale:.3g} in the units of X: "
+            "result.input_radius gives it. "
+            "Choose sigma in the scaled units, or drop the scaler when radii must hold in raw "
+            "units.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return dataclasses.replace(res, input_radius=np.asarray(res.radius, dtype=np.float64) / scale)

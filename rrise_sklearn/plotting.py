@@ -67,15 +67,21 @@ class CertifiedAccuracyDisplay:
         name: str | None = None,
         radii: Any = None,
         ax: Any = None,
+        radius_space: str = "model",
         **certify_kwargs: Any,
     ) -> CertifiedAccuracyDisplay:
         """Certify ``X`` (through every Pipeline step) and plot certified accuracy.
 
         ``certify_kwargs`` go to the certifier's ``certify``. For a Monte Carlo
         certifier the n-sample radius ceiling is drawn as well.
+        ``radius_space="input"`` plots the radii in the units of ``X`` (the
+        result's ``input_radius``; a Pipeline of per-feature affine steps);
+        ``"model"`` (default) in the certifier's input space.
         """
         from .pipeline import certify, split_certifier
 
+        if radius_space not in ("model", "input"):
+            raise ValueError(f"radius_space must be 'model' or 'input'; got {radius_space!r}.")
         res = certify(estimator, X, **certify_kwargs)
         _, cert = split_certifier(estimator)
         ceiling = None
@@ -84,9 +90,18 @@ class CertifiedAccuracyDisplay:
             from .stats import max_certifiable_radius
 
             ceiling = float(max_certifiable_radius(info["n"], info["alpha"], info["sigma"]))
+        radius, units = res.radius, res.info["radius_units"]
+        if radius_space == "input":
+            if res.input_radius is None:
+                raise ValueError(
+                    "radius_space='input' needs preprocessing made of per-feature affine steps "
+                    "(scalers); this Pipeline's radii have no exact conversion to the units of X."
+                )
+            radius, units = res.input_radius, "L2 in the units of X"
+            ceiling = None if ceiling is None else ceiling / info["input_scale"]
         disp = cls.from_predictions(
-            y, res.prediction, res.radius, name=name or type(cert).__name__, radii=radii,
-            ceiling=ceiling, ax=ax, xlabel=f"radius ({res.info['radius_units']})",
+            y, res.prediction, radius, name=name or type(cert).__name__, radii=radii,
+            ceiling=ceiling, ax=ax, xlabel=f"radius ({units})",
         )  # fmt: skip
         disp.result_ = res
         return disp

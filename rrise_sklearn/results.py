@@ -35,6 +35,13 @@ class CertificationResult:
         Noisy samples spent per input (selection + estimation).
     info : dict
         Extra details (sigma, alpha, method, ...).
+    input_radius : ndarray of shape (n_inputs,) or None
+        The certified radius in the units of the *raw* inputs, set by
+        :func:`rrise_sklearn.certify`: equal to ``radius`` for a bare
+        certifier; ``radius / info["input_scale"]`` for a Pipeline whose steps
+        before the certifier are per-feature affine (``StandardScaler``,
+        ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``, identity steps);
+        ``None`` when the steps are not (e.g. ``Normalizer``, ``PCA``).
 
     Examples
     --------
@@ -53,6 +60,7 @@ class CertificationResult:
     abstain_label: Any = -1
     n_samples: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    input_radius: np.ndarray | None = None
 
     def __iter__(self):
         return iter((self.prediction, self.radius))

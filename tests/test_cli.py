@@ -283,3 +283,17 @@ def test_certify_reads_a_signed_model_with_the_key_from_the_environment(saved, m
     assert "the key is wrong" in capsys.readouterr().err
     assert main([*args, "--key-env", "RRISE_UNSET_VARIABLE"]) == 2
     assert "is not set" in capsys.readouterr().err
+
+
+def test_radius_space_input_writes_radii_in_the_data_units(saved):
+    d, *_ = saved
+    assert main(_args(d, d / "model_units.tsv")) == 0
+    with pytest.warns(UserWarning, match="stretches the units"):
+        assert main(_args(d, d / "raw_units.tsv", "--radius-space", "input")) == 0
+    model = pd.read_csv(d / "model_units.tsv", delimiter="\t")
+    raw = pd.read_csv(d / "raw_units.tsv", delimiter="\t")
+    meta = json.loads((d / "raw_units.tsv.json").read_text())
+    assert meta["radius_space"] == "input" and meta["input_scale"] > 1
+    assert meta["radius_units"] == "L2 in the units of the data file"
+    np.testing.assert_allclose(raw["radius"], model["radius"] / meta["input_scale"], rtol=1e-5)
+    assert (raw["correct"] == model["correct"]).all()

