@@ -10,6 +10,7 @@ one input at fit time and later calls must match it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -187,3 +188,67 @@ def refine_stages(value: Any) -> list[int]:
 def flat_rows(X: Any) -> np.ndarray:
     """``X`` as C-contiguous float32 rows (one per input, every input flattened)."""
     return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
+
+
+def input_stats(X: np.ndarray) -> dict:
+    """Range and spread of training inputs (validated float32), for the data-scale guard."""
+    flat = X.reshape(-1)
+    return {
+        "min": float(flat.min()),
+        "max": float(flat.max()),
+        "std": float(flat.std(dtype=np.float64)),
+        "whole_numbers": bool(np.array_equal(flat, np.round(flat))),
+    }
+
+
+def merge_input_stats(old: dict | None, new: dict) -> dict:
+    """Widen a recorded range by a later training batch (``partial_fit``)."""
+    if not old:
+        return new
+    return {**old, "min": min(old["min"], new["min"]), "max": max(old["max"], new["max"])}
+
+
+def warn_if_sigma_is_negligible(name: str, sigma: float, stats: dict) -> None:
+    """Warn at fit when sigma is tiny against the spread of the training inputs."""
+    if not stats or not stats["std"] > 0 or sigma >= 0.05 * stats["std"]:
+        return
+    lo, hi = stats["min"], stats["max"]
+    hint = ""
+    if stats["whole_numbers"] and hi > 1:
+        hint = (
+            f" X holds whole numbers from {lo:g} to {hi:g} (raw pixel values?): scale it, e.g. "
+            f"X / {hi:g} to [0, 1], and choose sigma in those units."
+        )
+    warnings.warn(
+        f"{name}: sigma={sigma:g} is negligible against the spread of the training inputs "
+        f"(standard deviation {stats['std']:.3g}, range [{lo:g}, {hi:g}]): the noise barely "
+        "changes the network's inputs, so certified radii reach the sample-budget ceiling and "
+        f"mean little.{hint} Otherwise raise sigma to the scale of the data (e.g. "
+        f"{0.25 * stats['std']:.3g}).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def warn_if_off_scale(name: str, X: np.ndarray, stats: dict | None, sigma: float) -> None:
+    """Warn when inputs lie far outside the training range (another scale, e.g. 0-255 vs [0, 1]).
+
+    Far: beyond the range widened by its width and by ``8 sigma`` on each side
+    (noisy copies of training inputs, which the estimators evaluate themselves,
+    stay inside).
+    """
+    if not stats or X.size == 0:
+        return
+    lo, hi = stats["min"], stats["max"]
+    width = (hi - lo if hi > lo else 1.0) + 8.0 * abs(float(sigma))
+    x_lo, x_hi = float(X.min()), float(X.max())
+    if lo - width <= x_lo and x_hi <= hi + width:
+        return
+    warnings.warn(
+        f"{name}: X holds values from {x_lo:g} to {x_hi:g}, far outside the training inputs' "
+        f"range [{lo:g}, {hi:g}]: most likely data on another scale (e.g. 0-255 pixels given to "
+        "a model trained on [0, 1]). Certificates for such inputs are about points the model "
+        "never saw, not the data you mean: apply the scaling used at fit.",
+        UserWarning,
+        stacklevel=3,
+    )

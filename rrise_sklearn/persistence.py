@@ -357,6 +357,7 @@ def _save_smoothed(
             "input_shape": _plain(list(getattr(est, "input_shape_", None) or [])) or None,
             "module_inferred_kwargs": _plain(getattr(est, "module_inferred_kwargs_", {})),
             "n_count_draws": int(getattr(est, "_n_count_draws", 0)),
+            "input_stats": _plain(getattr(est, "input_stats_", None)),
             **fitted_extra,
         },
     }
@@ -781,6 +782,20 @@ def _build_params(spec: dict, path: str, device: Any) -> dict:
     return params
 
 
+def _input_stats(stats: Any, path: str) -> dict:
+    """The data-scale guard's reference, checked (four numbers, nothing else)."""
+    keys = {"min", "max", "std", "whole_numbers"}
+    if not isinstance(stats, dict) or set(stats) != keys:
+        raise ModelFileError(f"{path}: input_stats must hold exactly {sorted(keys)}")
+    out = {k: float(stats[k]) for k in ("min", "max", "std")
+           if isinstance(stats[k], (int, float)) and not isinstance(stats[k], bool)}  # fmt: skip
+    if len(out) != 3 or not all(np.isfinite(v) for v in out.values()):
+        raise ModelFileError(f"{path}: input_stats min/max/std must be finite numbers")
+    if not isinstance(stats["whole_numbers"], bool):
+        raise ModelFileError(f"{path}: input_stats whole_numbers must be true or false")
+    return {**out, "whole_numbers": stats["whole_numbers"]}
+
+
 def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
 
     if spec.get("class") != "SmoothedClassifier":
@@ -813,6 +828,9 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     finally:
         est.abstain_label = params.get("abstain_label")
     est._n_count_draws = int(fitted.get("n_count_draws", 0))
+    stats = fitted.get("input_stats")  # absent in files of earlier releases: no guard
+    if stats is not None:
+        est.input_stats_ = _input_stats(stats, r.path)
     if "training_inputs" in fitted:
         est.training_inputs_ = r.array(fitted["training_inputs"]).astype(np.float32)
     _load_weights(est.module_, state, r.path, "base network")

@@ -20,7 +20,14 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 
 from . import stats
-from ._validation import inferred_module_kwargs, validate_inputs
+from ._validation import (
+    inferred_module_kwargs,
+    input_stats,
+    merge_input_stats,
+    validate_inputs,
+    warn_if_off_scale,
+    warn_if_sigma_is_negligible,
+)
 from .metrics import certified_accuracy
 from .results import CertificationResult
 from .sampling import (
@@ -471,7 +478,11 @@ class SmoothedClassifier(NeuralNetClassifier):
     def _validate_X(self, X: Any) -> np.ndarray:
         self._check_fitted()
         self._validate_smoothing_params()
-        return validate_inputs(self, X, reset=not hasattr(self, "n_features_in_"))
+        X = validate_inputs(self, X, reset=not hasattr(self, "n_features_in_"))
+        warn_if_off_scale(
+            type(self).__name__, X, getattr(self, "input_stats_", None), float(self.sigma)
+        )
+        return X
 
     def _root_seed(self, random_state: Any = None) -> int:
         rs = self.random_state if random_state is None else random_state
@@ -509,6 +520,8 @@ class SmoothedClassifier(NeuralNetClassifier):
         self._validate_smoothing_params()
         X, y = validate_inputs(self, X, y, reset=True)
         check_classification_targets(y)
+        self.input_stats_ = input_stats(X)  # the data-scale guard's reference
+        warn_if_sigma_is_negligible(type(self).__name__, float(self.sigma), self.input_stats_)
         self._n_count_draws = 0
         classes = np.unique(y) if self.classes is None else np.asarray(self.classes)
         self._set_classes(classes)
@@ -548,6 +561,9 @@ class SmoothedClassifier(NeuralNetClassifier):
         X, y = validate_inputs(self, X, y, reset=first)
         # the network is no longer trained on fit's inputs alone
         self.__dict__.pop("training_inputs_", None)
+        self.input_stats_ = merge_input_stats(
+            None if first else getattr(self, "input_stats_", None), input_stats(X)
+        )
         check_classification_targets(y)
         if first:
             given = classes if classes is not None else self.classes

@@ -41,6 +41,7 @@ from ._validation import (
     inferred_module_kwargs,
     refine_stages,
     validate_inputs,
+    warn_if_off_scale,
 )
 from .calibration import conformal_rank, probit
 from .conformal import (
@@ -402,7 +403,12 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         return float(self.smoothed_.alpha if self.alpha_mc is None else self.alpha_mc)
 
     def _X(self, X: Any, reset: bool = False) -> np.ndarray:
-        return validate_inputs(self, X, reset=reset)
+        X = validate_inputs(self, X, reset=reset)
+        smoothed = self.__dict__.get("smoothed_")
+        stats = getattr(smoothed, "input_stats_", None)
+        if stats is not None:
+            warn_if_off_scale(type(self).__name__, X, stats, float(smoothed.sigma))
+        return X
 
     def _logits(self, X: np.ndarray) -> torch.Tensor:
         """The surrogate's logits (on the CPU), one direct module pass per chunk.
