@@ -385,6 +385,13 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
         fitted["train_inputs"] = w.array("surrogate_train_inputs", est.train_inputs_)
         fitted["train_counts"] = w.array("surrogate_train_counts", est.train_counts_)
     kwargs = est.get_params_for("module") if est.module is not None else {}
+    prep = getattr(est, "preprocessing_", None)
+    if prep is not None:  # the surrogate over a Pipeline: its scalers, saved as a Pipeline's
+        steps = prep.steps if hasattr(prep, "steps") else [("step", prep)]
+        fitted["preprocessing"] = {
+            "step_names": [name for name, _ in steps] + [_final_step_name(est)],
+            "steps": [_save_scaler(s, i, w, "surrogate_step") for i, (_, s) in enumerate(steps)],
+        }
     return {
         "class": "RRISESurrogate",
         "params": _params(est, dropped),
@@ -395,7 +402,14 @@ def _save_surrogate(est: Any, w: _Writer, dropped: list, include_training_data: 
     }
 
 
-def _save_scaler(step: Any, i: int, w: _Writer) -> dict:
+def _final_step_name(est: Any) -> str:
+    """The name of the SmoothedClassifier step of the Pipeline a surrogate was given."""
+    pipe = getattr(est.smoothed, "estimator", est.smoothed)  # through a FrozenEstimator
+    steps = getattr(pipe, "steps", None)
+    return steps[-1][0] if steps else "smoothedclassifier"
+
+
+def _save_scaler(step: Any, i: int, w: _Writer, prefix: str = "step") -> dict:
     name = type(step).__name__
     if name not in _SCALERS or type(step).__module__.split(".")[0] != "sklearn":
         raise TypeError(
@@ -410,7 +424,10 @@ def _save_scaler(step: Any, i: int, w: _Writer) -> dict:
         if not key.endswith("_") or key.startswith("_"):
             continue
         if isinstance(val, np.ndarray):
-            fitted[key] = {"array": w.array(f"step{i}_{key}", val), "object": val.dtype.kind == "O"}
+            fitted[key] = {
+                "array": w.array(f"{prefix}{i}_{key}", val),
+                "object": val.dtype.kind == "O",
+            }
         elif _jsonable(val):
             fitted[key] = {"value": _plain(val)}
         else:
@@ -841,6 +858,11 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
 def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
 
     smoothed = _load_smoothed(_get(spec, "smoothed", r.path), r, module, device)
+    fitted = _get(spec, "fitted", r.path)
+    prep = None
+    if fitted.get("preprocessing") is not None:  # a surrogate over a Pipeline
+        prep, pipe = _load_steps(_get(fitted, "preprocessing", r.path), r, smoothed)
+        smoothed = pipe  # the parameter as it was given: the Pipeline
     params = _build_params(spec, r.path, device)
     _drop_removed_options(params, r.path)
     net_spec = _get(spec, "network", r.path)
@@ -850,8 +872,8 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est = RRISESurrogate(smoothed, cls, **params, **kwargs)
     except TypeError as exc:
         raise ModelFileError(f"{r.path}: invalid RRISESurrogate parameters ({exc})") from None
-    fitted = _get(spec, "fitted", r.path)
-    est.smoothed_ = smoothed
+    est.smoothed_ = smoothed if prep is None else smoothed.steps[-1][1]
+    est.preprocessing_ = prep
     est.root_seed_ = int(_get(fitted, "root_seed", r.path))
     est.input_shape_ = tuple(int(s) for s in _get(fitted, "input_shape", r.path))
     est.n_features_in_ = int(math.prod(est.input_shape_))
@@ -1141,19 +1163,28 @@ def _load(path: str, module: Any, device: Any, key: Any) -> Any:
         raise ModelFileError(f"{path}: unknown estimator {final_kind!r}")
     if kind != "Pipeline":
         return final
+
+    return _load_steps(manifest, r, final)[1]
+
+
+def _load_steps(spec: dict, r: _Reader, final: Any) -> tuple[Any, Any]:
+    """``(the scalers as a Pipeline, the Pipeline of the scalers and final)`` of a step list."""
     from sklearn.pipeline import Pipeline
 
-    names = _get(manifest, "step_names", path)
-    steps_spec = _get(manifest, "steps", path)
+    names = _get(spec, "step_names", r.path)
+    steps_spec = _get(spec, "steps", r.path)
     if not (
         isinstance(names, list)
         and isinstance(steps_spec, list)
         and len(names) == len(steps_spec) + 1
+        and len(steps_spec) >= 1
         and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names)
     ):
-        raise ModelFileError(f"{path}: pipeline steps are inconsistent")
+        raise ModelFileError(f"{r.path}: pipeline steps are inconsistent")
     steps = [_load_scaler(s, r) for s in steps_spec]
-    return Pipeline(list(zip(names, [*steps, final], strict=True)))
+    pipe = Pipeline(list(zip(names, [*steps, final], strict=True)))
+    return pipe[:-1], pipe
 
 
 def is_model_file(path: str | os.PathLike) -> bool:

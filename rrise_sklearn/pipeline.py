@@ -52,6 +52,17 @@ def _step_factor(step: Any) -> Any:
     return 1.0 if d is None else d
 
 
+def _steps_of(preprocessing: Any) -> list:
+    """The fitted steps of a Pipeline, a list of steps, one transformer, or None (none)."""
+    if preprocessing is None:
+        return []
+    if isinstance(preprocessing, list):
+        return preprocessing
+    if hasattr(preprocessing, "steps"):
+        return [s for _, s in preprocessing.steps]
+    return [preprocessing]
+
+
 def input_scale(preprocessing: Any) -> float | None:
     """``max|d|`` of per-feature affine preprocessing ``x -> d * x + b`` (composed), or ``None``.
 
@@ -62,7 +73,7 @@ def input_scale(preprocessing: Any) -> float | None:
 
     Parameters
     ----------
-    preprocessing : Pipeline, a fitted transformer or None
+    preprocessing : Pipeline, a fitted transformer, a list of them, or None
         Everything before the certifier (``pipe[:-1]``); ``None`` means none
         (scale 1).
 
@@ -74,14 +85,9 @@ def input_scale(preprocessing: Any) -> float | None:
     >>> input_scale(MinMaxScaler().fit(X))  # the 0-10 feature is stretched 10x
     0.1
     """
-    if preprocessing is None:
-        return 1.0
-    steps = [s for _, s in preprocessing.steps] if hasattr(preprocessing, "steps") else [
-        preprocessing
-    ]
     d: Any = 1.0
     try:
-        for step in steps:
+        for step in _steps_of(preprocessing):
             d = d * _step_factor(step)
     except LookupError:
         return None
@@ -170,14 +176,17 @@ def certify(estimator: Any, X: Any, **kwargs: Any) -> CertificationResult:
         X = X.astype(np.float32, copy=False)
     Xc = prep.transform(X) if prep is not None else X
     res = cert.certify(Xc, **kwargs)
-    where = f"L2 in the input space of {type(cert).__name__}"
-    if prep is not None:
-        last = prep.steps[-1][1] if hasattr(prep, "steps") else prep
-        where += f" (the output of {type(last).__name__})"
+    # an RRISESurrogate over a Pipeline applies that Pipeline's preprocessing itself
+    own = _steps_of(getattr(cert, "preprocessing_", None))
+    steps = _steps_of(prep) + own
+    space = f"the SmoothedClassifier of {type(cert).__name__}" if own else type(cert).__name__
+    where = f"L2 in the input space of {space}"
+    if steps:
+        where += f" (the output of {type(steps[-1]).__name__})"
     else:
         where += " (the units of X)"
     res.info["radius_units"] = where
-    scale = input_scale(prep)
+    scale = input_scale(steps)
     res.info["input_scale"] = scale
     if scale is None:
         return res

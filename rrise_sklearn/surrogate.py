@@ -109,6 +109,27 @@ def _check_held_out(X_cal: np.ndarray, X_train: np.ndarray, what: str) -> None:
     warnings.warn(msg, UserWarning, stacklevel=3)
 
 
+def _split_pipeline(smoothed: Any) -> tuple[Any, Any]:
+    """``(preprocessing or None, smoothed classifier)`` of a SmoothedClassifier or a fitted
+    Pipeline ending in one."""
+    steps = getattr(smoothed, "steps", None)
+    if not steps:
+        return None, smoothed
+    last = _unwrap(steps[-1][1])
+    if not isinstance(last, SmoothedClassifier):
+        raise TypeError(
+            "A Pipeline given as smoothed must end in a SmoothedClassifier; its last step is "
+            f"{type(last).__name__}."
+        )
+    prep = smoothed[:-1]
+    if not last.__sklearn_is_fitted__():
+        raise ValueError(
+            "The Pipeline given as smoothed is not fitted: fit it first (pipe.fit(X, y)); the "
+            "surrogate takes its preprocessing and its SmoothedClassifier as they are."
+        )
+    return prep, last
+
+
 def _unwrap(smoothed: Any) -> Any:
     inner = getattr(smoothed, "estimator", None)
     if inner is not None and type(smoothed).__name__ == "FrozenEstimator":
@@ -131,10 +152,16 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
 
     Parameters
     ----------
-    smoothed : SmoothedClassifier or FrozenEstimator
+    smoothed : SmoothedClassifier, Pipeline or FrozenEstimator
         The smoothed classifier to imitate. A fitted one (``FrozenEstimator``
         keeps it fitted through ``clone``) is used as is; an unfitted one is
-        fitted on a ``smoothed_size`` part of ``X`` (needs ``y``).
+        fitted on a ``smoothed_size`` part of ``X`` (needs ``y``). A fitted
+        Pipeline ending in a SmoothedClassifier: its preprocessing
+        (``preprocessing_``) is applied to every input the surrogate takes
+        (``fit``, ``conformalize``, ``certify``, ...), so it certifies raw
+        inputs and saves as one model; radii are in the SmoothedClassifier's
+        input space (:func:`rrise_sklearn.certify` also gives them in raw
+        units).
     module : torch module class or instance, default=None
         Surrogate network. ``None`` copies the smoothed classifier's base
         network, weights included (the best measured initialization).
@@ -402,6 +429,16 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     def alpha_mc_(self) -> float:
         return float(self.smoothed_.alpha if self.alpha_mc is None else self.alpha_mc)
 
+    def _model_space(self, X: Any) -> Any:
+        """Inputs as the smoothed classifier takes them: through the preprocessing of a
+        Pipeline given as ``smoothed`` (float32 first, as :func:`rrise_sklearn.certify` does)."""
+        prep = self.__dict__.get("preprocessing_")
+        if prep is None:
+            return X
+        if isinstance(X, np.ndarray) and X.dtype.kind in "fiu":
+            X = X.astype(np.float32, copy=False)
+        return prep.transform(X)
+
     def _X(self, X: Any, reset: bool = False) -> np.ndarray:
         X = validate_inputs(self, X, reset=reset)
         smoothed = self.__dict__.get("smoothed_")
@@ -446,12 +483,13 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         """
         self._check_params()
         self.root_seed_ = resolve_seed(self.random_state)
-        X = self._X(X, reset=True)
-        smoothed = _unwrap(self.smoothed)
+        self.preprocessing_, smoothed = _split_pipeline(_unwrap(self.smoothed))
+        X = self._X(self._model_space(X), reset=True)
         if not isinstance(smoothed, SmoothedClassifier):
             raise TypeError(
-                "smoothed must be a SmoothedClassifier (optionally wrapped in "
-                f"sklearn.frozen.FrozenEstimator); got {type(smoothed).__name__}."
+                "smoothed must be a SmoothedClassifier or a fitted Pipeline ending in one "
+                "(optionally wrapped in sklearn.frozen.FrozenEstimator); got "
+                f"{type(smoothed).__name__}."
             )
         if not smoothed.__sklearn_is_fitted__():
             if y is None:
@@ -535,7 +573,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         timings["training"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        self.conformalize(X_cal, counts=calibration_counts)
+        self._conformalize(X_cal, counts=calibration_counts)
         timings["calibration"] = time.perf_counter() - t0
         self.amortization_ = _amortization(self, X_cal, timings)
         return self
@@ -576,6 +614,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
                 if train_inputs is kept
                 else "the surrogate's training inputs"
             )
+            if train_inputs is not kept:  # the user's, in the units of the Pipeline's input
+                train_inputs = self._model_space(train_inputs)
             train_inputs = self._X(train_inputs)  # validated once, reused below
             _check_held_out(X, train_inputs, what)
 
@@ -594,13 +634,13 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         elif train_inputs is not None:
             X_cal = X
             t0 = time.perf_counter()
-            X_tr, counts = self.compute_targets(train_inputs)
+            X_tr, counts = self._compute_targets(train_inputs)
             timings["targets"] = time.perf_counter() - t0
         else:
             seed = int(self._draws.stream(SPLIT).generate_state(1)[0] % (2**31))
             X_fit, X_cal = train_test_split(X, test_size=self.calibration_size, random_state=seed)
             t0 = time.perf_counter()
-            X_tr, counts = self.compute_targets(X_fit)
+            X_tr, counts = self._compute_targets(X_fit)
             timings["targets"] = time.perf_counter() - t0
         return X_tr, counts, X_cal, timings
 
@@ -614,6 +654,12 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         """
         if not hasattr(self, "smoothed_"):
             X, _ = self._prepare(X)  # usable before fit, e.g. to share targets
+        else:
+            X = self._model_space(X)
+        return self._compute_targets(X)
+
+    def _compute_targets(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`compute_targets` of inputs already in the smoothed classifier's space."""
         X = self._X(X)
         rng = np.random.default_rng(self._draws.stream(AUGMENT))
         copies = [X] + [
@@ -713,6 +759,15 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             minimum size), or given counts share a noise stream with others.
         """
         self._check_fitted(calibrated=False)
+        return self._conformalize(
+            self._model_space(X_cal), random_state=random_state, counts=counts,
+            refine_counts=refine_counts,
+        )  # fmt: skip
+
+    def _conformalize(self, X_cal: Any, *, random_state: Any = None, counts: Any = None,
+                      refine_counts: Any = None) -> RRISESurrogate:  # fmt: skip
+        """:meth:`conformalize` of inputs already in the smoothed classifier's space."""
+        self._check_fitted(calibrated=False)
         X_cal = self._X(X_cal)
         conformal_rank(len(X_cal), self.alpha_conf, self.pac_delta)  # fail before Monte Carlo
         n_cal = int(self.n_calibration or self.smoothed_.n)
@@ -766,7 +821,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             If the weights, sigma or ``alpha_mc`` changed since the calibration.
         """
         self._check_fitted(network_checked_later=True)
-        X = self._X(X)
+        X = self._X(self._model_space(X))
         top, h, q = self._top(X)
         self._check_network(after_forward=True)  # the weights this very pass used
         sigma = self.sigma_
@@ -799,7 +854,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     def predict_proba(self, X: Any) -> np.ndarray:
         """The surrogate's class probabilities (its estimate of the smoothed ones)."""
         self._check_fitted(calibrated=False)
-        X = self._X(X)
+        X = self._X(self._model_space(X))
         return torch.softmax(self._logits(X).double(), dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
@@ -845,7 +900,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         self._check_fitted()
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1); got level={level!r}.")
-        X = self._X(X)
+        X = self._X(self._model_space(X))
         cal = self.calibration_
         n_cal = cal.n_samples
         if n is not None and int(n) != n_cal:
@@ -899,7 +954,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             )
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1); got level={level!r}.")
-        X = self._X(X)
+        X = self._X(self._model_space(X))
         mon = self.__dict__.get("monitor_")
         if reset or mon is None or not mon.follows(cal.first_stage_scores):
             calls = mon.calls if mon is not None else 0  # noise streams never repeat

@@ -1056,3 +1056,51 @@ def test_the_calibration_is_one_read_only_object(linear_setup):
         s.certify(_draw(kl, 20, np.random.default_rng(0))).radius,
         sur.certify(_draw(kl, 20, np.random.default_rng(0))).radius,
     )
+
+
+def test_surrogate_over_a_pipeline_certifies_raw_inputs_and_saves_as_one_model(digits, tmp_path):
+    """RRISESurrogate(pipe) used to raise TypeError: the user transformed by hand and rebuilt a
+    Pipeline to save it. Now the preprocessing is the surrogate's own."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler
+
+    from rrise_sklearn import certify, load, save
+
+    X, y = digits
+    raw = (X * 16.0 + 1.0).astype(np.float32)  # raw units 1..17
+    pipe = make_pipeline(
+        MaxAbsScaler(),
+        SmoothedClassifier(MLP, module__hidden=32, max_epochs=15, n0=20, n=200, random_state=0),
+    ).fit(raw[:300], y[:300])
+    params = dict(SMALL, max_epochs=5, alpha_conf=0.1, random_state=0)
+    sur = RRISESurrogate(pipe, **params).fit(raw[300:420])
+    by_hand = RRISESurrogate(FrozenEstimator(pipe[-1]), **params).fit(
+        pipe[:-1].transform(raw[300:420])
+    )
+    res = sur.certify(raw[420:460])
+    want = by_hand.certify(pipe[:-1].transform(raw[420:460]))
+    np.testing.assert_array_equal(res.radius, want.radius)
+    np.testing.assert_array_equal(res.prediction, want.prediction)
+    assert (res.radius > 0).any()
+    np.testing.assert_array_equal(sur.predict(raw[420:460]), by_hand.predict(
+        pipe[:-1].transform(raw[420:460])))  # fmt: skip
+    # through rrise_sklearn.certify: the same radii, named in the SmoothedClassifier's space, and
+    # the raw-unit radius of the MaxAbsScaler (max|d| = 1 / the smallest max-abs feature)
+    via = certify(sur, raw[420:460])
+    np.testing.assert_array_equal(via.radius, res.radius)
+    assert "the SmoothedClassifier of RRISESurrogate (the output of MaxAbsScaler)" in via.info[
+        "radius_units"]  # fmt: skip
+    np.testing.assert_allclose(via.input_radius, res.radius * pipe[0].scale_.min())
+    # one model file; the loaded surrogate certifies raw inputs identically
+    save(sur, tmp_path / "sur.zip")
+    loaded = load(tmp_path / "sur.zip")
+    again = loaded.certify(raw[420:460])
+    np.testing.assert_array_equal(again.radius, res.radius)
+    np.testing.assert_array_equal(again.prediction, res.prediction)
+    assert type(loaded.smoothed).__name__ == "Pipeline" and loaded.preprocessing_ is not None
+    # refused: an unfitted Pipeline, a Pipeline that does not end in a SmoothedClassifier
+    unfitted = make_pipeline(MaxAbsScaler(), SmoothedClassifier(MLP))
+    with pytest.raises(ValueError, match="not fitted: fit it first"):
+        RRISESurrogate(unfitted, **params).fit(raw[300:420])
+    with pytest.raises(TypeError, match="must end in a SmoothedClassifier"):
+        RRISESurrogate(make_pipeline(MaxAbsScaler(), MaxAbsScaler()), **params).fit(raw[:10])
