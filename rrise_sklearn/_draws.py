@@ -33,10 +33,11 @@ class SurrogateDraws:
         Where counts are cached, one folder per purpose and set of inputs.
     """
 
-    def __init__(self, smoothed: Any, root_seed: int, cache_dir: Any) -> None:
+    def __init__(self, smoothed: Any, root_seed: int, cache_dir: Any, verbose: int = 0) -> None:
         self.smoothed = smoothed
         self.root_seed = root_seed
         self.cache_dir = cache_dir
+        self.verbose = verbose
         self.n_classes = len(smoothed.classes_)
 
     def stream(self, tag: int) -> np.random.SeedSequence:
@@ -66,12 +67,15 @@ class SurrogateDraws:
         return os.path.join(os.fspath(self.cache_dir), purpose, f"{X.shape[0]}-{digest}")
 
     def counts(self, X: np.ndarray, n: int, seed: Any, counts: Any = None, name: str = "counts",
-               purpose: str | None = None) -> Any:  # fmt: skip
-        """Monte Carlo counts of ``X`` (independent noise per input), or checked given ones."""
+               purpose: str | None = None, desc: str | None = None) -> Any:  # fmt: skip
+        """Monte Carlo counts of ``X`` (independent noise per input), or checked given ones.
+
+        The surrogate's ``verbose`` drives the progress bar, labelled ``desc``."""
         if counts is None:
             return self.smoothed.sample_counts(
-                X, n, random_state=seed, noise_sharing=1, cache_dir=self.cache(purpose, X)
-            )
+                X, n, random_state=seed, noise_sharing=1, cache_dir=self.cache(purpose, X),
+                verbose=self.verbose, desc=desc or f"{purpose or name} n={n}",
+            )  # fmt: skip
         counts = counts if isinstance(counts, MonteCarloCounts) else np.asarray(counts)
         if counts.shape != (len(X), self.n_classes) or np.any(counts.sum(1) != n):
             raise ValueError(
@@ -113,7 +117,9 @@ class SurrogateDraws:
             else:
                 seed = np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, j, rnd))
                 where = os.path.join("refine", f"stage{j + 2}-round{rnd}")
-                extra = self.counts(X[sel], stages[j], seed, purpose=where)
+                extra = self.counts(X[sel], stages[j], seed, purpose=where,
+                                    desc=f"calibration stage {j + 2} n={stages[j]} "
+                                    f"(round {rnd + 1})")  # fmt: skip
             return extra[np.arange(len(sel)), top[sel]]
 
         return draw

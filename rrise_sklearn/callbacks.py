@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, PrintLog
 
-__all__ = ["EpochProgress"]
+__all__ = ["EpochLog", "EpochProgress"]
 
 
 class EpochProgress(Callback):
@@ -40,3 +40,15 @@ class EpochProgress(Callback):
         state = dict(self.__dict__)
         state.pop("bar_", None)  # tqdm bars do not pickle
         return state
+
+
+class EpochLog(PrintLog):
+    """skorch's epoch table, printed only at ``verbose >= 2``.
+
+    The estimators' ``verbose=1`` shows their Monte Carlo progress bars and
+    cost estimates; the per-epoch table is one level up.
+    """
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        if int(getattr(net, "verbose", 0) or 0) >= 2:
+            super().on_epoch_end(net, **kwargs)

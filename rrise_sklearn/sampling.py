@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -611,6 +612,7 @@ def monte_carlo_counts(
     noise_sharing: int = 16,
     n_jobs: int | None = None,
     verbose: int = 0,
+    desc: str = "Monte Carlo",
 ) -> np.ndarray:
     """Count the classes a base classifier gives to ``n`` noisy copies of each input.
 
@@ -657,7 +659,10 @@ def monte_carlo_counts(
         enclosing ``joblib.parallel_config`` (e.g. a Dask backend), else runs
         in this process.
     verbose : int, default=0
-        ``> 0`` shows a tqdm progress bar over inputs.
+        ``> 0`` shows a tqdm progress bar over inputs, labelled ``desc``.
+    desc : str, default="Monte Carlo"
+        The bar's label (the estimators name their phases: "selection
+        n0=100", "estimation n=10000", "targets n=2000", ...).
 
     Returns
     -------
@@ -712,7 +717,7 @@ def monte_carlo_counts(
             )
             workers = 1 if n_jobs is None and not _in_parallel_config() else n_jobs
             if workers == 1 or n_groups == 1:
-                bar = _progress(n_inputs, verbose)
+                bar = _progress(n_inputs, verbose, desc)
                 try:
                     return MonteCarloCounts(
                         _count_groups(forward, Xt, 0, progress=bar, **kwargs), noise_key=root
@@ -758,12 +763,84 @@ def _effective_jobs(n_jobs: int | None) -> int:
         return 1
 
 
-def _progress(total: int, verbose: int) -> Any:
+def _progress(total: int, verbose: int, desc: str = "Monte Carlo") -> Any:
     if not verbose:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="Monte Carlo", unit="input", leave=False)
+    return tqdm(total=total, desc=desc, unit="input", leave=False)
+
+
+#: Monte Carlo jobs below this many forward passes are never timed nor announced
+ANNOUNCE_MIN_PASSES = 200_000
+
+
+def _probe_rate(forward: Any, X: Any, device: Any) -> float:
+    """Noisy forward passes per second of ``forward`` on inputs like ``X[0]`` (one timed batch of
+    up to 1,024 rows, after one warm-up batch)."""
+    x0 = torch.as_tensor(np.asarray(X[:1], dtype=np.float32) if not isinstance(X, torch.Tensor)
+                         else X[:1]).to(device=device, dtype=torch.float32)  # fmt: skip
+    rows = x0.expand(1024, *x0.shape[1:]).contiguous()
+    was_training = isinstance(forward, torch.nn.Module) and forward.training
+    if isinstance(forward, torch.nn.Module):
+        forward.eval()
+    try:
+        with torch.inference_mode():
+            forward(rows + torch.randn_like(rows))
+            t0 = time.perf_counter()
+            forward(rows + torch.randn_like(rows))
+            elapsed = time.perf_counter() - t0
+    finally:
+        if was_training:
+            forward.train()
+    return len(rows) / max(elapsed, 1e-9)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def announce_cost(
+    forward: Any,
+    X: Any,
+    n_passes: int,
+    *,
+    what: str,
+    verbose: int,
+    shrink: str,
+    device: Any = None,
+    workers: int = 1,
+) -> float | None:
+    """Estimate a Monte Carlo job's time before it starts, and say it when it is long.
+
+    From one timed batch of ``forward`` on this machine: prints the estimate
+    at ``verbose >= 1`` when above a minute, and warns above an hour with the
+    settings that shrink it (``shrink``). Jobs under
+    :data:`ANNOUNCE_MIN_PASSES` forward passes are not timed.
+
+    Returns
+    -------
+    seconds : float or None
+        The estimate (``None`` when not timed).
+    """
+    if n_passes < ANNOUNCE_MIN_PASSES or len(X) == 0:
+        return None
+    if device is None:
+        device = _module_device(forward) if isinstance(forward, torch.nn.Module) else "cpu"
+    seconds = n_passes / _probe_rate(forward, X, device) / max(1, workers)
+    text = (
+        f"{what}: {n_passes:,} noisy forward passes, about {_duration(seconds)} at the rate "
+        "measured here"
+    )
+    if verbose and seconds > 60:
+        print(f"[rrise] {text}", flush=True)
+    if seconds > 3600:
+        warnings.warn(f"{text}. To shrink it: {shrink}.", UserWarning, stacklevel=3)
+    return seconds
 
 
 # ---------------------------------------------------------------------------
@@ -878,6 +955,7 @@ def precompute_counts(
     device: Any = None,
     threads_per_worker: int | None = 1,
     verbose: int = 0,
+    desc: str = "Monte Carlo",
 ) -> MonteCarloCounts:
     """Monte Carlo counts of many inputs in chunks: resumable, and scaled out with joblib.
 
@@ -921,6 +999,8 @@ def precompute_counts(
     verbose : int, default=0
         ``> 0`` shows a progress bar over chunks that says how many were
         found in the cache.
+    desc : str, default="Monte Carlo"
+        The bar's label.
 
     Returns
     -------
@@ -1021,7 +1101,7 @@ def precompute_counts(
         bar = tqdm(
             total=len(starts),
             initial=cached,
-            desc=f"Monte Carlo chunks ({cached} cached)",
+            desc=f"{desc} ({cached} of {len(starts)} chunks cached)",
             unit="chunk",
         )
     kwargs = dict(

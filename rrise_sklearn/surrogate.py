@@ -213,7 +213,11 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         Keep the Monte Carlo counts here in chunks: a killed ``fit`` resumes
         and gives the same surrogate. Needs an int ``random_state``.
     verbose : int, default=0
-        ``> 0`` prints an epoch log and shows progress bars.
+        Drives the surrogate's own Monte Carlo phases (the wrapped classifier's
+        ``verbose`` is not used for them): ``1``: progress bars labelled
+        "targets n=...", "calibration n=...", "calibration stage k n=...",
+        "verify n=...", and the estimated time of each phase expected to take
+        over a minute (a warning above an hour); ``2``: also the epoch log.
     **kwargs
         skorch parameters (``lr``, ``max_epochs``, ``batch_size``,
         ``optimizer``, ``criterion``, ``callbacks``, ``device``,
@@ -322,13 +326,15 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     # ------------------------------------------------------------------
     @property
     def _default_callbacks(self) -> list:
-        from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
+        from skorch.callbacks import EpochTimer, PassthroughScoring
+
+        from .callbacks import EpochLog
 
         return [
             ("epoch_timer", EpochTimer()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
             ("valid_loss", PassthroughScoring(name="valid_loss")),
-            ("print_log", PrintLog()),
+            ("print_log", EpochLog()),
         ]
 
     def initialize(self) -> RRISESurrogate:
@@ -639,6 +645,17 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         else:
             seed = int(self._draws.stream(SPLIT).generate_state(1)[0] % (2**31))
             X_fit, X_cal = train_test_split(X, test_size=self.calibration_size, random_state=seed)
+            if not split:  # chosen for the user: say so (train_inputs="split" asks for it)
+                warnings.warn(
+                    f"RRISESurrogate.fit: the smoothed classifier kept no training inputs (a "
+                    f"pretrained or loaded model), so X is split: {len(X_fit):,} inputs train the "
+                    f"surrogate (targets: {len(X_fit) * (1 + int(self.n_augment)):,} inputs x "
+                    f"{int(self.n_targets or self.smoothed_.n):,} samples) and {len(X_cal):,} "
+                    "calibrate. Pass train_inputs=<inputs not in X> to calibrate on all of X, or "
+                    "train_inputs='split' to choose this split.",
+                    UserWarning,
+                    stacklevel=3,
+                )
             t0 = time.perf_counter()
             X_tr, counts = self._compute_targets(X_fit)
             timings["targets"] = time.perf_counter() - t0
@@ -673,6 +690,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             n_t,
             random_state=self._draws.stream(TARGETS),
             cache_dir=self._draws.cache("targets", inputs),
+            verbose=int(self.verbose),
+            desc=f"targets n={n_t}",
         )
         return inputs, counts
 
@@ -703,6 +722,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             counts,
             name=f"counts (n_calibration={n})",
             purpose="calibration" if tag == CALIB else None,
+            desc={CALIB: "calibration", VERIFY: "verify"}.get(tag, "monitor") + f" n={n}",
         )
         k = counts[np.arange(len(X)), top]
         y_mc = mc_bound(k, n, self.alpha_mc_ if alpha is None else alpha)
@@ -715,7 +735,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
 
     @property
     def _draws(self) -> SurrogateDraws:
-        return SurrogateDraws(self.smoothed_, self.root_seed_, self.cache_dir)
+        return SurrogateDraws(self.smoothed_, self.root_seed_, self.cache_dir, int(self.verbose))
 
     def conformalize(
         self,
@@ -918,7 +938,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         n_tot, k = n_cal, np.asarray(k, dtype=np.int64)
         for j, n_extra in enumerate(cal.stages):  # every stage, for every input
             seed = np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, j))
-            extra = self._draws.counts(X, n_extra, seed)
+            extra = self._draws.counts(X, n_extra, seed, desc=f"verify stage {j + 2} n={n_extra}")
             k, n_tot = k + extra[np.arange(len(X)), top], n_tot + n_extra
             y_mc = np.maximum(y_mc, mc_bound(k, n_tot, alpha_1))
         return verification_report(cal, y_hat - y_mc, top, y_hat, level)

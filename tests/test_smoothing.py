@@ -358,10 +358,10 @@ def test_n_too_small_to_certify_or_predict_warns_with_the_smallest_n(known_linea
 
     clf = known_linear.smoothed(sigma=0.5, n0=5, n=5, alpha=alpha, random_state=0)
     X = known_linear.points_at_distance([3.0, -3.0], seed=0)  # certain inputs
-    for call in (lambda n: clf.certify(X, n=n), lambda n: clf.set_params(n=n).predict(X)):
-        with pytest.warns(UserWarning, match=r"use n >= \d+") as rec:
+    for call in (lambda n: clf.certify(X, n=n), lambda n: clf.set_params(n_predict=n).predict(X)):
+        with pytest.warns(UserWarning, match=r"use n(_predict)? >= \d+") as rec:
             call(1)
-        need = int(re.search(r"n >= (\d+)", str(rec[0].message)).group(1))
+        need = int(re.search(r"n(?:_predict)? >= (\d+)", str(rec[0].message)).group(1))
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             out = call(need)  # no warning, and it does certify/decide at the stated n
