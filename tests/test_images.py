@@ -95,7 +95,7 @@ def test_image_model_through_the_command_line(cnn, images, tmp_path):
     args = ["certify", "--model", str(tmp_path / "cnn.zip"), "--data", str(tmp_path / "X.npy"),
             "--labels", str(tmp_path / "y.npy"), "--out", str(out)]  # fmt: skip
     assert main(args) == 0
-    rows = [r.split("\t") for r in out.read_text().splitlines()[2:]]
+    rows = [r.split("\t") for r in out.read_text().splitlines()[1:]]
     assert len(rows) == 20
     np.save(tmp_path / "flat.npy", X[520:540].reshape(20, -1))
     args[args.index(str(tmp_path / "X.npy"))] = str(tmp_path / "flat.npy")
