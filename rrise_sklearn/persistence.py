@@ -813,6 +813,82 @@ def _input_stats(stats: Any, path: str) -> dict:
     return {**out, "whole_numbers": stats["whole_numbers"]}
 
 
+def _shape(value: Any, r: _Reader) -> dict:
+    if not (isinstance(value, list) and value and all(_is_count(v) for v in value)):
+        raise ModelFileError(f"{r.path}: input_shape must be a list of positive integers")
+    shape = tuple(int(v) for v in value)
+    return {"input_shape_": shape, "n_features_in_": int(math.prod(shape))}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _plain_dict(attr: str) -> Any:
+    def read(value: Any, r: _Reader) -> dict:
+        if not isinstance(value, dict):
+            raise ModelFileError(f"{r.path}: {attr.rstrip('_')} must be a mapping")
+        return {attr: dict(value)}
+
+    return read
+
+
+def _count(attr: str) -> Any:
+    def read(value: Any, r: _Reader) -> dict:
+        if not _is_count(value):
+            raise ModelFileError(f"{r.path}: {attr.strip('_')} must be an integer >= 0")
+        return {attr: int(value)}
+
+    return read
+
+
+def _array(attr: str, dtype: Any = None) -> Any:
+    def read(value: Any, r: _Reader) -> dict:
+        arr = r.array(value)
+        return {attr: arr if dtype is None else arr.astype(dtype)}
+
+    return read
+
+
+# What the loaders restore, by the name in the file: (required, reader -> {attribute: value}).
+_SMOOTHED_SHAPE = {
+    "input_shape": (False, _shape),  # None: a pretrained module that has not seen an input
+    "module_inferred_kwargs": (True, _plain_dict("module_inferred_kwargs_")),
+}
+_SMOOTHED_FITTED = {
+    "n_count_draws": (False, _count("_n_count_draws")),
+    "input_stats": (False, lambda v, r: {"input_stats_": _input_stats(v, r.path)}),
+    "training_inputs": (False, _array("training_inputs_", np.float32)),
+}
+_SURROGATE_FITTED = {
+    "root_seed": (True, _count("root_seed_")),
+    "input_shape": (True, _shape),
+    "module_inferred_kwargs": (True, _plain_dict("module_inferred_kwargs_")),
+}
+_SURROGATE_AFTER = {
+    "amortization": (False, _plain_dict("amortization_")),
+    "train_inputs": (False, _array("train_inputs_")),
+    "train_counts": (False, _array("train_counts_")),
+}
+
+
+def _restore_fitted(est: Any, fitted: dict, table: dict, r: _Reader, **objects: Any) -> None:
+    """The one place where loading sets an estimator's fitted attributes.
+
+    ``table`` maps names in the file to ``(required, reader)``; each reader
+    checks its value and returns the attributes it stands for. ``objects`` are
+    attributes built by the loader itself (networks, the smoothed classifier,
+    the calibration from its converter).
+    """
+    attrs = dict(objects)
+    for key, (required, read) in table.items():
+        value = _get(fitted, key, r.path) if required else fitted.get(key)
+        if value is not None:
+            attrs.update(read(value, r))
+    for name, value in attrs.items():
+        setattr(est, name, value)
+
+
 def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
 
     if spec.get("class") != "SmoothedClassifier":
@@ -826,11 +902,7 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     except TypeError as exc:
         raise ModelFileError(f"{r.path}: invalid SmoothedClassifier parameters ({exc})") from None
     fitted = _get(spec, "fitted", r.path)
-    shape = _get(fitted, "input_shape", r.path)
-    if shape is not None:  # None: a pretrained module that has not seen an input yet
-        est.input_shape_ = tuple(int(s) for s in shape)
-        est.n_features_in_ = int(math.prod(est.input_shape_))
-    est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
+    _restore_fitted(est, fitted, _SMOOTHED_SHAPE, r)  # the network is built from these
     state = r.weights(_get(spec, "weights", r.path))
     _check_network_fits(est, state, r.path, "base network")
     try:
@@ -844,12 +916,7 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         raise ModelFileError(f"{r.path}: invalid classes ({exc})") from None
     finally:
         est.abstain_label = params.get("abstain_label")
-    est._n_count_draws = int(fitted.get("n_count_draws", 0))
-    stats = fitted.get("input_stats")  # absent in files of earlier releases: no guard
-    if stats is not None:
-        est.input_stats_ = _input_stats(stats, r.path)
-    if "training_inputs" in fitted:
-        est.training_inputs_ = r.array(fitted["training_inputs"]).astype(np.float32)
+    _restore_fitted(est, fitted, _SMOOTHED_FITTED, r)
     _load_weights(est.module_, state, r.path, "base network")
     est.module_.eval()
     return est
@@ -872,12 +939,10 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est = RRISESurrogate(smoothed, cls, **params, **kwargs)
     except TypeError as exc:
         raise ModelFileError(f"{r.path}: invalid RRISESurrogate parameters ({exc})") from None
-    est.smoothed_ = smoothed if prep is None else smoothed.steps[-1][1]
-    est.preprocessing_ = prep
-    est.root_seed_ = int(_get(fitted, "root_seed", r.path))
-    est.input_shape_ = tuple(int(s) for s in _get(fitted, "input_shape", r.path))
-    est.n_features_in_ = int(math.prod(est.input_shape_))
-    est.module_inferred_kwargs_ = dict(_get(fitted, "module_inferred_kwargs", r.path))
+    _restore_fitted(
+        est, fitted, _SURROGATE_FITTED, r,
+        smoothed_=smoothed if prep is None else smoothed.steps[-1][1], preprocessing_=prep,
+    )  # fmt: skip
     state = r.weights(_get(spec, "weights", r.path))
     k = fitted.get("ensemble_members", 0)
     held = {key.split(".")[1] for key in state if key.startswith("members.")}
@@ -901,19 +966,17 @@ def _load_surrogate(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         members = [
             copy.deepcopy(smoothed.module_) if cls is None else build_module(est) for _ in range(k)
         ]
-        est.module_ = MeanLogProbEnsemble(members).to(est.device)
+        _restore_fitted(est, {}, {}, r, module_=MeanLogProbEnsemble(members).to(est.device))
         est.initialize_optimizer()
     _load_weights(est.module_, state, r.path, "surrogate")
     est.module_.eval()
-    if fitted.get("amortization") is not None:
-        est.amortization_ = dict(fitted["amortization"])
     if "calibration" in fitted:
-        est.calibration_ = _calibration_from_state(_get(fitted, "calibration", r.path), r, est)
+        cal = _calibration_from_state(_get(fitted, "calibration", r.path), r, est)
     elif "threshold" in fitted:  # format 1
-        est.calibration_ = _calibration_from_fields(fitted, r, est)
-    if "train_inputs" in fitted:
-        est.train_inputs_ = r.array(fitted["train_inputs"])
-        est.train_counts_ = r.array(fitted["train_counts"])
+        cal = _calibration_from_fields(fitted, r, est)
+    else:
+        cal = None
+    _restore_fitted(est, fitted, _SURROGATE_AFTER, r, **({"calibration_": cal} if cal else {}))
     return est
 
 

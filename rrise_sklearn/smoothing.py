@@ -686,7 +686,7 @@ class SmoothedClassifier(NeuralNetClassifier):
             seed = self._stream(self._root_seed(), _PREDICT)
         n = _check_int("n", n)
         verbose = self.verbose if verbose is None else verbose
-        self._announce(X, n, desc, verbose)
+        _announce(self, X, n, desc, verbose)
         try:
             return monte_carlo_counts(
                 self.module_,
@@ -709,21 +709,6 @@ class SmoothedClassifier(NeuralNetClassifier):
                 f"the network failed on inputs of shape {tuple(X.shape[1:])} ({exc}); check that "
                 "X has the shape and number of features the module expects."
             ) from exc
-
-    def _announce(self, X: np.ndarray, n: int, desc: str, verbose: int) -> None:
-        """Estimate a long Monte Carlo phase before it starts; print/warn (see announce_cost)."""
-        phase = desc.split(" ")[0]
-        shrink = {
-            "predict": "lower n_predict, or predict fewer inputs at a time",
-            "predict_proba": "lower n_predict, or predict fewer inputs at a time",
-            "selection": "lower n0",
-            "estimation": "lower n (the radius ceiling falls with it), or certify a seeded random "
-            "subset; an RRISESurrogate certifies in one forward pass",
-        }.get(phase, "lower the number of samples or of inputs")
-        announce_cost(
-            self.module_, X, len(X) * int(n), what=f"{type(self).__name__} {desc} "
-            f"({len(X):,} inputs)", verbose=verbose, shrink=shrink, device=self.device,
-        )  # fmt: skip
 
     def _labels(self, idx: np.ndarray, abstain: np.ndarray) -> np.ndarray:
         labels = self.classes_[idx]
@@ -1084,3 +1069,19 @@ class SmoothedClassifier(NeuralNetClassifier):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def _announce(est: SmoothedClassifier, X: np.ndarray, n: int, desc: str, verbose: int) -> None:
+    """Estimate a long Monte Carlo phase before it starts; print/warn (see announce_cost)."""
+    phase = desc.split(" ")[0]
+    shrink = {
+        "predict": "lower n_predict, or predict fewer inputs at a time",
+        "predict_proba": "lower n_predict, or predict fewer inputs at a time",
+        "selection": "lower n0",
+        "estimation": "lower n (the radius ceiling falls with it), or certify a seeded random "
+        "subset; an RRISESurrogate certifies in one forward pass",
+    }.get(phase, "lower the number of samples or of inputs")
+    announce_cost(
+        est.module_, X, len(X) * int(n), what=f"{type(est).__name__} {desc} "
+        f"({len(X):,} inputs)", verbose=verbose, shrink=shrink, device=est.device,
+    )  # fmt: skip

@@ -563,8 +563,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         self : RRISESurrogate
         """
         self.__dict__.pop("calibration_", None)  # a failed refit leaves no stale calibration
-        X_tr, counts, X_cal, timings = self._training_set(
-            X, y, train_inputs, train_counts, calibration_counts
+        X_tr, counts, X_cal, timings = _fit_routes(
+            self, X, y, train_inputs, train_counts, calibration_counts
         )
         self.train_inputs_, self.train_counts_ = X_tr, counts
         self.target_samples_ = int(np.max(np.sum(counts, axis=1)))  # samples behind a target
@@ -583,83 +583,6 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         timings["calibration"] = time.perf_counter() - t0
         self.amortization_ = _amortization(self, X_cal, timings)
         return self
-
-    def _training_set(self, X: Any, y: Any, train_inputs: Any, train_counts: Any,
-                      calibration_counts: Any) -> tuple:  # fmt: skip
-        """The routes of :meth:`fit`: ``(train inputs, their counts, calibration inputs,
-        timings)``, the smoothed classifier fitted first when it is not."""
-        split = isinstance(train_inputs, str)
-        if split and train_inputs != "split":
-            raise ValueError(
-                f"train_inputs must be an array of inputs or 'split'; got {train_inputs!r}."
-            )
-        if split:
-            if train_counts is not None or calibration_counts is not None:
-                raise ValueError(
-                    "train_inputs='split' computes its own targets and calibration counts: "
-                    "train_counts and calibration_counts cannot be used with it."
-                )
-            train_inputs = None
-        check_distinct_streams(train_counts=train_counts, calibration_counts=calibration_counts)
-        X, y = self._prepare(X, y)
-        timings: dict[str, float] = {}
-        kept = getattr(self.smoothed_, "training_inputs_", None)
-        if train_inputs is None and train_counts is None and not split and kept is not None:
-            train_inputs = kept
-        if calibration_counts is not None and train_inputs is None:
-            # X is split, so counts of X would not match the calibration part
-            raise ValueError(
-                "calibration_counts needs all of X to calibrate: pass train_inputs (or fit "
-                "the smoothed classifier with SmoothedClassifier.fit, which keeps its inputs)."
-            )
-        if kept is not None and train_inputs is not kept:
-            _check_held_out(X, kept, "the smoothed classifier's training inputs")
-        if train_inputs is not None:
-            what = (
-                "the smoothed classifier's training inputs (the surrogate's too)"
-                if train_inputs is kept
-                else "the surrogate's training inputs"
-            )
-            if train_inputs is not kept:  # the user's, in the units of the Pipeline's input
-                train_inputs = self._model_space(train_inputs)
-            train_inputs = self._X(train_inputs)  # validated once, reused below
-            _check_held_out(X, train_inputs, what)
-
-        if train_counts is not None:
-            if train_inputs is None:
-                raise ValueError("train_counts needs the matching train_inputs.")
-            X_tr = self._X(train_inputs)
-            counts = np.asarray(train_counts)
-            if counts.shape != (len(X_tr), len(self.classes_)):
-                raise ValueError(
-                    f"train_counts has shape {counts.shape}; expected "
-                    f"({len(X_tr)}, {len(self.classes_)}) for the given train_inputs."
-                )
-            X_cal = X
-            timings["targets"] = 0.0
-        elif train_inputs is not None:
-            X_cal = X
-            t0 = time.perf_counter()
-            X_tr, counts = self._compute_targets(train_inputs)
-            timings["targets"] = time.perf_counter() - t0
-        else:
-            seed = int(self._draws.stream(SPLIT).generate_state(1)[0] % (2**31))
-            X_fit, X_cal = train_test_split(X, test_size=self.calibration_size, random_state=seed)
-            if not split:  # chosen for the user: say so (train_inputs="split" asks for it)
-                warnings.warn(
-                    f"RRISESurrogate.fit: the smoothed classifier kept no training inputs (a "
-                    f"pretrained or loaded model), so X is split: {len(X_fit):,} inputs train the "
-                    f"surrogate (targets: {len(X_fit) * (1 + int(self.n_augment)):,} inputs x "
-                    f"{int(self.n_targets or self.smoothed_.n):,} samples) and {len(X_cal):,} "
-                    "calibrate. Pass train_inputs=<inputs not in X> to calibrate on all of X, or "
-                    "train_inputs='split' to choose this split.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            t0 = time.perf_counter()
-            X_tr, counts = self._compute_targets(X_fit)
-            timings["targets"] = time.perf_counter() - t0
-        return X_tr, counts, X_cal, timings
 
     def compute_targets(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Training inputs (``X`` and ``n_augment`` noisy copies) and their Monte Carlo counts.
@@ -1013,3 +936,81 @@ def _amortization(sur: RRISESurrogate, X_cal: np.ndarray, timings: dict) -> dict
         "speedup": mc / one if one > 0 else float("inf"),
         "break_even_queries": fixed / (mc - one) if mc > one else float("inf"),
     }
+
+
+def _fit_routes(est: RRISESurrogate, X: Any, y: Any, train_inputs: Any, train_counts: Any,
+                calibration_counts: Any) -> tuple:  # fmt: skip
+    """The routes of :meth:`RRISESurrogate.fit`: ``(train inputs, their counts, calibration inputs,
+    timings)``, the smoothed classifier fitted first when it is not."""
+    split = isinstance(train_inputs, str)
+    if split and train_inputs != "split":
+        raise ValueError(
+            f"train_inputs must be an array of inputs or 'split'; got {train_inputs!r}."
+        )
+    if split:
+        if train_counts is not None or calibration_counts is not None:
+            raise ValueError(
+                "train_inputs='split' computes its own targets and calibration counts: "
+                "train_counts and calibration_counts cannot be used with it."
+            )
+        train_inputs = None
+    check_distinct_streams(train_counts=train_counts, calibration_counts=calibration_counts)
+    X, y = est._prepare(X, y)
+    timings: dict[str, float] = {}
+    kept = getattr(est.smoothed_, "training_inputs_", None)
+    if train_inputs is None and train_counts is None and not split and kept is not None:
+        train_inputs = kept
+    if calibration_counts is not None and train_inputs is None:
+        # X is split, so counts of X would not match the calibration part
+        raise ValueError(
+            "calibration_counts needs all of X to calibrate: pass train_inputs (or fit "
+            "the smoothed classifier with SmoothedClassifier.fit, which keeps its inputs)."
+        )
+    if kept is not None and train_inputs is not kept:
+        _check_held_out(X, kept, "the smoothed classifier's training inputs")
+    if train_inputs is not None:
+        what = (
+            "the smoothed classifier's training inputs (the surrogate's too)"
+            if train_inputs is kept
+            else "the surrogate's training inputs"
+        )
+        if train_inputs is not kept:  # the user's, in the units of the Pipeline's input
+            train_inputs = est._model_space(train_inputs)
+        train_inputs = est._X(train_inputs)  # validated once, reused below
+        _check_held_out(X, train_inputs, what)
+
+    if train_counts is not None:
+        if train_inputs is None:
+            raise ValueError("train_counts needs the matching train_inputs.")
+        X_tr = est._X(train_inputs)
+        counts = np.asarray(train_counts)
+        if counts.shape != (len(X_tr), len(est.classes_)):
+            raise ValueError(
+                f"train_counts has shape {counts.shape}; expected "
+                f"({len(X_tr)}, {len(est.classes_)}) for the given train_inputs."
+            )
+        X_cal = X
+        timings["targets"] = 0.0
+    elif train_inputs is not None:
+        X_cal = X
+        t0 = time.perf_counter()
+        X_tr, counts = est._compute_targets(train_inputs)
+        timings["targets"] = time.perf_counter() - t0
+    else:
+        seed = int(est._draws.stream(SPLIT).generate_state(1)[0] % (2**31))
+        X_fit, X_cal = train_test_split(X, test_size=est.calibration_size, random_state=seed)
+        if not split:  # chosen for the user: say so (train_inputs="split" asks for it)
+            warnings.warn(
+                f"RRISESurrogate.fit: the smoothed classifier kept no training inputs (a "
+                f"pretrained or loaded model), so X is split: {len(X_fit):,} inputs train the "
+                f"surrogate (targets: {len(X_fit) * (1 + int(est.n_augment)):,} inputs x "
+                f"{int(est.n_targets or est.smoothed_.n):,} samples) and {len(X_cal):,} "
+                "calibrate. Pass train_inputs=<inputs not in X> to calibrate on all of X, or "
+                "train_inputs='split' to choose this split.",
+                UserWarning,
+                stacklevel=3,
+            )
+        t0 = time.perf_counter()
+        X_tr, counts = est._compute_targets(X_fit)
+        timings["targets"] = time.perf_counter() - t0
+    return X_tr, counts, X_cal, timings
