@@ -140,7 +140,7 @@ def test_progress_bar_says_how_many_chunks_were_cached(X, tmp_path, capsys):
     os.remove(tmp_path / "chunk_000002.npz")
     precompute_counts(f, X, chunk_size=10, cache_dir=tmp_path, verbose=1, **KW)
     err = capsys.readouterr().err
-    assert "(4 cached)" in err and "5/5" in err
+    assert "(4 of 5 chunks cached)" in err and "5/5" in err
 
 
 _WORKER = """
