@@ -167,7 +167,8 @@ def test_lower_bound_with_shared_noise_holds_and_the_binomial_variant_would_not(
     print(f"shared-noise bound missed {misses}/{reps}, binomial {binomial_misses}/{reps}")
 
 
-def test_scorers_work_on_a_pipeline_and_grid_search_selects_by_them(digits):
+@pytest.mark.parametrize("kind", ["accuracy", "acr"])
+def test_scorers_work_on_a_pipeline_and_grid_search_selects_by_them(digits, kind):
     """A Pipeline does not forward certify: the scorers used to score every candidate NaN
     (and GridSearchCV then picked the first one)."""
     from sklearn.model_selection import GridSearchCV
@@ -183,10 +184,11 @@ def test_scorers_work_on_a_pipeline_and_grid_search_selects_by_them(digits):
         StandardScaler(),
         SmoothedClassifier(MLP, module__hidden=16, max_epochs=10, n0=20, n=200, random_state=0),
     )
+    scorer = certified_accuracy_scorer(0.25) if kind == "accuracy" else acr_scorer()
     grid = GridSearchCV(
         pipe,
         {"smoothedclassifier__sigma": [0.25, 2.0]},
-        scoring=certified_accuracy_scorer(0.25),
+        scoring=scorer,
         cv=2,
         error_score="raise",
     )
@@ -196,8 +198,11 @@ def test_scorers_work_on_a_pipeline_and_grid_search_selects_by_them(digits):
     assert grid.best_params_["smoothedclassifier__sigma"] == 0.25 and scores[0] > scores[1] > 0
     fitted = grid.best_estimator_
     res = certify(fitted, X[400:450])
-    want = certified_accuracy(y[400:450], res.prediction, res.radius, 0.25)
-    assert certified_accuracy_scorer(0.25)(fitted, X[400:450], y[400:450]) == pytest.approx(want)
+    if kind == "accuracy":
+        want = certified_accuracy(y[400:450], res.prediction, res.radius, 0.25)
+    else:
+        want = average_certified_radius(y[400:450], res.prediction, res.radius)
+    assert scorer(fitted, X[400:450], y[400:450]) == pytest.approx(want)
 
 
 def test_multi_metric_scorer_certifies_once_per_fold_and_selects_on_a_pipeline(
