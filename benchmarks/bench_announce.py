@@ -56,7 +56,7 @@ def main() -> None:
     cnn = SmoothedClassifier(SmallCNN, max_epochs=2, random_state=0, device=args.device).fit(
         Xm[:2000], ym[:2000]
     )
-    one("SmallCNN, MNIST (1x28x28)", cnn, Xm[4000:4100], 10_000, args.device)
+    one("SmallCNN, MNIST (1x28x28)", cnn, Xm[4000:4030], 10_000, args.device)
 
 
 if __name__ == "__main__":
