@@ -909,13 +909,11 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
         est.initialize()  # skorch rejects unknown parameters here
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{r.path}: invalid SmoothedClassifier parameters ({exc})") from None
-    est.abstain_label = _get(fitted, "abstain_label", r.path)  # the one fit resolved
-    try:
-        est._set_classes(r.array(_get(fitted, "classes", r.path)))
+    try:  # the abstain label the fit resolved, not the parameter's None
+        est._set_classes(r.array(_get(fitted, "classes", r.path)),
+                         abstain_label=_get(fitted, "abstain_label", r.path))  # fmt: skip
     except ValueError as exc:
         raise ModelFileError(f"{r.path}: invalid classes ({exc})") from None
-    finally:
-        est.abstain_label = params.get("abstain_label")
     _restore_fitted(est, fitted, _SMOOTHED_FITTED, r)
     _load_weights(est.module_, state, r.path, "base network")
     est.module_.eval()

@@ -46,6 +46,8 @@ from .training import smoothed_loss
 
 __all__ = ["SmoothedClassifier"]
 
+_FROM_PARAM = object()  # _set_classes: resolve the abstain label from the parameter
+
 # spawn keys of the independent random streams an estimator uses
 _SELECT, _ESTIMATE, _PREDICT, _TRAIN, _COUNTS = 0, 1, 2, 3, 4
 
@@ -445,14 +447,16 @@ class SmoothedClassifier(NeuralNetClassifier):
         if not _is_real(self.score_radius) or not self.score_radius >= 0:
             raise ValueError(f"score_radius must be >= 0; got {self.score_radius!r}.")
 
-    def _set_classes(self, classes: np.ndarray) -> None:
+    def _set_classes(self, classes: np.ndarray, abstain_label: Any = _FROM_PARAM) -> None:
+        """Encode the classes and resolve the abstain label (``abstain_label``: the one a fit
+        resolved, when restoring; default: from the parameter)."""
         enc = LabelEncoder().fit(classes)
         if len(enc.classes_) < 2:
             raise ValueError(
                 f"y has only one class ({enc.classes_.tolist()}); a classifier needs at least "
                 "two classes. If the data set really has more, pass them as classes=[...]."
             )
-        abstain = self.abstain_label
+        abstain = self.abstain_label if abstain_label is _FROM_PARAM else abstain_label
         if abstain is None:
             if enc.classes_.dtype.kind in "OUS":
                 raise ValueError(
