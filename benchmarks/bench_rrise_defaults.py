@@ -359,15 +359,20 @@ def bench_sigma(
     t0 = time.perf_counter()
     mc = clf.certify(X_test)
     t_mc = (time.perf_counter() - t0) / len(X_test)
-    ref = clf.sample_counts(X_test, n_ref, random_state=12345, noise_sharing=1)
+    # the reference and the budget curve's pool: cached with the surrogate's counts when asked
+    ref_cache = None if cache_dir is None else os.path.join(cache_dir, f"{dataset}-{sigma}", "ref")
+    ref = clf.sample_counts(X_test, n_ref, random_state=12345, noise_sharing=1,
+                            cache_dir=ref_cache)  # fmt: skip
     acc_mc = certified_accuracy(y_test, mc.prediction, mc.radius, RADII)
     acr_mc = average_certified_radius(y_test, mc.prediction, mc.radius)
     wrong, pos = wrong_rate(mc, ref, clf.classes_, sigma)
     pool = np.asarray(ref)
     if not quick and pool.sum(axis=1).min() < 100 + BUDGETS[-1]:  # more i.i.d. samples
         more = 100 + BUDGETS[-1] - n_ref
-        pool = pool + np.asarray(clf.sample_counts(X_test, more, random_state=54321,
-                                                   noise_sharing=1))  # fmt: skip
+        pool = pool + np.asarray(clf.sample_counts(
+            X_test, more, random_state=54321, noise_sharing=1,
+            cache_dir=None if ref_cache is None else ref_cache + "-pool",
+        ))  # fmt: skip
     curve = budget_curve(pool, y_test, clf.classes_, sigma)
     print(
         f"\n{dataset}, sigma={sigma}: {len(X_base)} base-training ("
