@@ -190,6 +190,17 @@ def flat_rows(X: Any) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
 
 
+def through(preprocessing: Any, X: Any) -> Any:
+    """``X`` through fitted preprocessing (``None``: unchanged), a numeric ndarray cast to float32
+    first: the networks compute in float32, so equal values in float16, float32 or float64 take
+    the same arithmetic through every step."""
+    if preprocessing is None:
+        return X
+    if isinstance(X, np.ndarray) and X.dtype.kind in "fiu":
+        X = X.astype(np.float32, copy=False)
+    return preprocessing.transform(X)
+
+
 def input_stats(X: np.ndarray) -> dict:
     """Range and spread of training inputs (validated float32), for the data-scale guard."""
     flat = X.reshape(-1)

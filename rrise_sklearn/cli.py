@@ -160,8 +160,13 @@ def cmd_certify(args: argparse.Namespace) -> int:
         raise CLIError("--n0/--n/--alpha apply to a SmoothedClassifier only")
     if overrides:
         cert.set_params(**overrides)
-    from .pipeline import certify
+    from .pipeline import certify, raw_input_scale
 
+    if args.radius_space == "input" and raw_input_scale(model) is None:
+        raise CLIError(
+            "--radius-space input needs a Pipeline of per-feature scalers before the certifier; "
+            "this model's radii have no exact conversion"
+        )
     partial = out + ".partial"
     t_all = time.perf_counter()
     done = correct = 0
@@ -180,14 +185,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
                     raise CLIError(str(exc)) from None
                 per_input = (time.perf_counter() - t0) / len(Xc)
                 info = res.info
-                radius = res.radius
-                if args.radius_space == "input":
-                    if res.input_radius is None:
-                        raise CLIError(
-                            "--radius-space input needs a Pipeline of per-feature scalers before "
-                            "the certifier; this model's radii have no exact conversion"
-                        )
-                    radius = res.input_radius
+                radius = res.input_radius if args.radius_space == "input" else res.radius
                 rows = []
                 for j, (p, r) in enumerate(zip(res.prediction, radius, strict=True)):
                     i = lo + j

@@ -303,8 +303,9 @@ def _warn_above_ceiling(estimator: Any, radii: Any) -> None:
         return
     _, cert = split_certifier(estimator)
     if hasattr(cert, "n"):
-        # smallest n whose all-agree bound exceeds Phi(r / sigma)
-        need = int(np.ceil(np.log(float(cert.alpha)) / np.log(_sps.norm.cdf(top / cert.sigma))))
+        from .stats import samples_for_radius  # p_a = 1: the budget of the all-agree bound
+
+        need = int(samples_for_radius(top, float(cert.sigma), 1.0, float(cert.alpha)))
         fix = f"raise n to at least {need:,} (n={cert.n:,} now) or score at r <= {ceiling:.3g}"
         what = f"n={cert.n:,}, alpha={cert.alpha}, sigma={cert.sigma}"
     else:

@@ -814,7 +814,7 @@ def _input_stats(stats: Any, path: str) -> dict:
 
 
 def _shape(value: Any, r: _Reader) -> dict:
-    if not (isinstance(value, list) and value and all(_is_count(v) for v in value)):
+    if not (isinstance(value, list) and value and all(_is_count(v) and v > 0 for v in value)):
         raise ModelFileError(f"{r.path}: input_shape must be a list of positive integers")
     shape = tuple(int(v) for v in value)
     return {"input_shape_": shape, "n_features_in_": int(math.prod(shape))}

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import through
 from .results import CertificationResult
 
-__all__ = ["certify", "input_scale", "split_certifier"]
+__all__ = ["certify", "input_scale", "raw_input_scale", "split_certifier"]
 
 # the scikit-learn steps that map each feature by x -> d * x + b, and their factor d
 _AFFINE_FACTOR = {
@@ -61,6 +62,27 @@ def _steps_of(preprocessing: Any) -> list:
     if hasattr(preprocessing, "steps"):
         return [s for _, s in preprocessing.steps]
     return [preprocessing]
+
+
+def _raw_steps(prep: Any, cert: Any) -> tuple[list, list]:
+    """(the certifier's own preprocessing steps, all steps from X to the certifier's network):
+    an RRISESurrogate over a Pipeline applies that Pipeline's preprocessing itself."""
+    own = _steps_of(getattr(cert, "preprocessing_", None))
+    return own, _steps_of(prep) + own
+
+
+def raw_input_scale(estimator: Any) -> float | None:
+    """:func:`input_scale` of everything between ``X`` and the network of an estimator or a
+    Pipeline ending in one (its steps, and a surrogate's own preprocessing).
+
+    Examples
+    --------
+    >>> from rrise_sklearn import SmoothedClassifier
+    >>> from rrise_sklearn.nets import MLP
+    >>> raw_input_scale(SmoothedClassifier(MLP))
+    1.0
+    """
+    return input_scale(_raw_steps(*split_certifier(estimator))[1])
 
 
 def input_scale(preprocessing: Any) -> float | None:
@@ -170,15 +192,8 @@ def certify(estimator: Any, X: Any, **kwargs: Any) -> CertificationResult:
     ((5,), 'L2 in the input space of SmoothedClassifier (the output of StandardScaler)')
     """
     prep, cert = split_certifier(estimator)
-    if prep is not None and isinstance(X, np.ndarray) and X.dtype.kind in "fiu":
-        # the networks compute in float32: cast once, here, so that equal values in
-        # float16, float32 or float64 take the same arithmetic through every step
-        X = X.astype(np.float32, copy=False)
-    Xc = prep.transform(X) if prep is not None else X
-    res = cert.certify(Xc, **kwargs)
-    # an RRISESurrogate over a Pipeline applies that Pipeline's preprocessing itself
-    own = _steps_of(getattr(cert, "preprocessing_", None))
-    steps = _steps_of(prep) + own
+    res = cert.certify(through(prep, X), **kwargs)
+    own, steps = _raw_steps(prep, cert)
     space = f"the SmoothedClassifier of {type(cert).__name__}" if own else type(cert).__name__
     where = f"L2 in the input space of {space}"
     if steps:

@@ -40,6 +40,7 @@ from ._validation import (
     flat_rows,
     inferred_module_kwargs,
     refine_stages,
+    through,
     validate_inputs,
     warn_if_off_scale,
 )
@@ -438,12 +439,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     def _model_space(self, X: Any) -> Any:
         """Inputs as the smoothed classifier takes them: through the preprocessing of a
         Pipeline given as ``smoothed`` (float32 first, as :func:`rrise_sklearn.certify` does)."""
-        prep = self.__dict__.get("preprocessing_")
-        if prep is None:
-            return X
-        if isinstance(X, np.ndarray) and X.dtype.kind in "fiu":
-            X = X.astype(np.float32, copy=False)
-        return prep.transform(X)
+        return through(self.__dict__.get("preprocessing_"), X)
 
     def _X(self, X: Any, reset: bool = False) -> np.ndarray:
         X = validate_inputs(self, X, reset=reset)

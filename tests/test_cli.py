@@ -297,3 +297,27 @@ def test_radius_space_input_writes_radii_in_the_data_units(saved):
     assert meta["radius_units"] == "L2 in the units of the data file"
     np.testing.assert_allclose(raw["radius"], model["radius"] / meta["input_scale"], rtol=1e-5)
     assert (raw["correct"] == model["correct"]).all()
+
+
+def test_radius_space_input_is_refused_before_certifying_when_there_is_no_conversion(
+    saved, tmp_path, monkeypatch, capsys
+):
+    from sklearn.preprocessing import Normalizer
+
+    import rrise_sklearn.pipeline as pipeline_module
+
+    d, _, X, y = saved
+    clf = SmoothedClassifier(MLP, module__hidden=8, max_epochs=1, n0=20, n=100, random_state=0)
+    pipe = make_pipeline(Normalizer(), clf)
+    save(pipe.fit(X, y), tmp_path / "norm.zip")
+
+    def never(*a, **k):
+        raise AssertionError("certified before refusing --radius-space input")
+
+    monkeypatch.setattr(pipeline_module, "certify", never)
+    out = tmp_path / "r.tsv"
+    args = ["certify", "--model", str(tmp_path / "norm.zip"), "--data", str(d / "X.npy"),
+            "--out", str(out), "--radius-space", "input"]  # fmt: skip
+    assert main(args) == 2
+    assert "no exact conversion" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "r.tsv.partial").exists()
