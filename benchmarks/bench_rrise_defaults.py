@@ -37,9 +37,13 @@ Debian's dataset-fashion-mnist): realistic scale (benchmarks/_data.py). The base
 calibrate it, 500 random test images; ``--cache-dir`` keeps the Monte Carlo counts so that an
 interrupted run resumes; ``--loss probit`` trains with ``ProbitTailLoss``.
 
+``--compare-scale A [B ...]``: each seed's network is also recalibrated with the locally
+adaptive score ``score_scale=A`` (same network, same first-stage calibration counts, its own
+staged refinement) and printed as another row: the score's effect alone.
+
 Run: ``.venv/bin/python benchmarks/bench_rrise_defaults.py [--sigmas 0.25 0.5] [--seeds 0 1 2]
 [--dataset digits|mnist5k|mnist|fashion] [--train-images N] [--cache-dir DIR] [--loss ce|probit]
-[--full] [--set NAME=VALUE ...] [--device cuda]`` (``--quick`` for a smoke
+[--full] [--set NAME=VALUE ...] [--compare-scale A ...] [--device cuda]`` (``--quick`` for a smoke
 run with small sample sizes; ``--set`` changes a surrogate parameter for every row; ``--device``
 trains and runs the base network and the surrogate there: on a GPU, ``--dataset mnist --full``
 takes about a minute per seed)
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import dataclasses
 import math
 import os
@@ -336,6 +341,7 @@ def bench_sigma(
     device: str = "cpu",
     n_surrogate: int = 6000,
     cache_dir: str | None = None,
+    compare_scale: tuple = (),
 ) -> dict:
     data = load(dataset, n_surrogate)
     full = dataset in FULL
@@ -388,7 +394,8 @@ def bench_sigma(
     print(_row(f"MC CERTIFY n={n}", acc_mc, acr_mc, f"wrong {wrong}/{pos}; {t_mc:.2e} s/query"))
     for b, acc_b in curve.items():  # the budget curve (simulated from i.i.d. pooled samples)
         print(_row(f"  CERTIFY at n={b:,}", acc_b, float("nan"), "from the reference pool"))
-    out: dict = {"gap": [], "speedup": [], "break_even": [], "one_time": [], "latency": []}
+    out: dict = {"gap": [], "speedup": [], "break_even": [], "one_time": [], "latency": [],
+                 "gap_scaled": {a: [] for a in compare_scale}}  # fmt: skip
     first = None
     for seed in seeds:
         sur = RRISESurrogate(clf, random_state=seed, **overrides).fit(X_held, **fit_kw)
@@ -430,6 +437,30 @@ def bench_sigma(
         print(f"{'':26s}calibration: {_stage_use(sur)}", flush=True)
         diag = _cap_diagnostic(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
         print(f"{'':26s}cap: {diag}", flush=True)
+        for a in compare_scale:  # the same network, recalibrated with the adaptive score
+            t0 = time.perf_counter()
+            scaled = copy.deepcopy(sur).set_params(score_scale=a)
+            scaled.conformalize(X_held)
+            t_cal = time.perf_counter() - t0
+            res_s = scaled.certify(X_test)
+            acc_s = certified_accuracy(y_test, res_s.prediction, res_s.radius, RADII)
+            gap_s = float(np.mean(100 * (acc_mc[:4] - acc_s[:4])))
+            wrong_s, pos_s = wrong_rate(res_s, ref, clf.classes_, sigma)
+            out["gap_scaled"][a].append(gap_s)
+            print(
+                _row(
+                    f"  score_scale={a:g}",
+                    acc_s,
+                    average_certified_radius(y_test, res_s.prediction, res_s.radius),
+                    f"wrong {wrong_s}/{pos_s}, beyond the reference's upper bound "
+                    f"{clearly_wrong(res_s, ref, clf.classes_, sigma)}/{pos_s}",
+                )
+            )
+            print(
+                f"{'':26s}mean gap r<=0.75: {gap_s:.2f} pts; tau {_tau(scaled)}; calibration "
+                f"{t_cal:.0f} s; {_stage_use(scaled)}",
+                flush=True,
+            )
         first = first or sur
     # Accelerated Smoothing's surrogate (its probability read as p_A, no calibration, no
     # guarantee) on the first seed's targets; its calibration is not used (first stage only, the
@@ -495,6 +526,10 @@ def main() -> None:
     )
     ap.add_argument("--device", default="cpu", help='torch device, e.g. "cuda"')
     ap.add_argument(
+        "--compare-scale", type=float, nargs="+", default=(), metavar="A",
+        help="also recalibrate each seed's network with score_scale=A (a row per value)",
+    )  # fmt: skip
+    ap.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a surrogate parameter (Python literal) for every row, e.g. n_calibration=100000",
     )  # fmt: skip
@@ -531,6 +566,7 @@ def main() -> None:
             args.device,
             args.train_images,
             args.cache_dir,
+            args.compare_scale,
         )  # fmt: skip
         for s in args.sigmas
     }
@@ -543,6 +579,10 @@ def main() -> None:
             f"queries; one-time {np.mean(o['one_time']):.0f} s; one input per call "
             f"{1e3 * np.mean(o['latency']):.2f} ms"
         )
+        for a, gs in o["gap_scaled"].items():
+            gs = np.array(gs)
+            print(f"sigma={s}: score_scale={a:g}: mean gap {gs.mean():.2f} pts "
+                  f"({gs.min():.2f}-{gs.max():.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ __all__ = [
     "Pooled",
     "StaleCalibrationError",
     "cross_check_with_mapie",
+    "headroom_scale",
     "mc_bound",
     "prediction_cap",
     "resolve_grouping",
@@ -60,6 +61,41 @@ CAP_TIE = 1e-9
 
 class StaleCalibrationError(ValueError):
     """The surrogate (or its smoothed classifier) changed since it was calibrated."""
+
+
+def headroom_scale(y_hat: Any, cap: float, coef: float | None) -> np.ndarray:
+    """The locally adaptive score's scale ``d = 1 + coef * (cap - y_hat)``.
+
+    ``RRISESurrogate(score_scale=coef)`` divides each calibration score by ``d`` of
+    its input and certifies ``y_hat - tau * d``: inputs far below the prediction cap
+    (near the decision boundary, where the surrogate's probit errors are largest)
+    get a wider margin, inputs near the cap a narrower one. ``d`` is a fixed
+    function of the trained surrogate's capped prediction, never of calibration
+    data, which is all the guarantee needs (user guide, "The locally adaptive
+    score"); ``d >= 1`` since ``y_hat <= cap``. ``coef=None`` (or 0) is the plain
+    score, ``d = 1``.
+
+    Examples
+    --------
+    >>> from rrise_sklearn.conformal import headroom_scale
+    >>> headroom_scale([3.35, 2.35, 0.35], cap=3.35, coef=0.5).tolist()
+    [1.0, 1.5, 2.5]
+    """
+    y_hat = np.asarray(y_hat, dtype=np.float64)
+    if not coef:
+        return np.ones(y_hat.shape)
+    return 1.0 + float(coef) * (float(cap) - np.minimum(y_hat, float(cap)))
+
+
+def check_score_scale(coef: Any, what: str = "score_scale") -> float | None:
+    """``coef`` as a float >= 0 (or ``None``), else a ValueError naming it."""
+    if coef is None:
+        return None
+    if isinstance(coef, (bool, np.bool_)) or not isinstance(coef, (int, float, np.number)):
+        raise ValueError(f"{what} must be None or a number >= 0; got {coef!r}.")
+    if not (np.isfinite(coef) and coef >= 0):
+        raise ValueError(f"{what} must be None or a finite number >= 0; got {coef!r}.")
+    return float(coef)
 
 
 def mc_bound(k: Any, n: int, alpha: float) -> np.ndarray:
@@ -399,6 +435,11 @@ class ConformalCalibration:
     own, group_sizes, pooled_threshold
         The cap split's: whether each group has its own threshold, the groups'
         sizes and the pooled threshold (``None`` for other groupings).
+    score_scale : float or None
+        Coefficient of the locally adaptive score (:func:`headroom_scale`):
+        ``scores`` and ``thresholds`` are in units of ``d`` and a certificate is
+        ``y_hat - threshold * d``; ``None``: the plain score (``d = 1``; files of
+        earlier versions).
     """
 
     grouping: str
@@ -418,6 +459,7 @@ class ConformalCalibration:
     own: np.ndarray | None = None
     group_sizes: np.ndarray | None = None
     pooled_threshold: float | None = None
+    score_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.grouping not in GROUPINGS:
@@ -460,6 +502,7 @@ class ConformalCalibration:
             raise ValueError("calibration field n_samples must be an integer")
         if not isinstance(self.setting, dict) or not isinstance(self.stages, tuple):
             raise ValueError("calibration fields setting/stages must be a dict and a tuple")
+        check_score_scale(self.score_scale, "calibration field score_scale")
         if self.grouping == "cap":
             arr("own", "b", 2)
             arr("group_sizes", "iu", 2)
@@ -495,9 +538,16 @@ class ConformalCalibration:
             return self.thresholds[self.below_cap(y_hat).astype(np.int64)]
         return self.thresholds[top]
 
-    def calibrated_z(self, top: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
-        """``PhiInv`` of the calibrated lower bound of each input."""
-        return np.asarray(y_hat, dtype=np.float64) - self.threshold_for(top, y_hat)
+    def scale(self, y_hat: np.ndarray) -> np.ndarray:
+        """The adaptive score's ``d`` of each input (:func:`headroom_scale`; ones by default)."""
+        return headroom_scale(y_hat, self.prediction_cap, self.score_scale)
+
+    def calibrated_z(self, top: np.ndarray, y_hat: np.ndarray,
+                     scale: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """``PhiInv`` of the calibrated lower bound of each input: ``y_hat - tau * d``
+        (``scale``: each input's ``d``, default :meth:`scale`)."""
+        d = self.scale(y_hat) if scale is None else np.asarray(scale, dtype=np.float64)
+        return np.asarray(y_hat, dtype=np.float64) - self.threshold_for(top, y_hat) * d
 
     def check_setting(self, sigma: float, alpha_mc: float) -> None:
         """Refuse a smoothed classifier whose sigma or Monte Carlo level changed.

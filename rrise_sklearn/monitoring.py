@@ -96,7 +96,12 @@ class MonitorReport:
 
 
 def verification_report(
-    calibration: Any, scores: np.ndarray, top: np.ndarray, y_hat: np.ndarray, level: float
+    calibration: Any,
+    scores: np.ndarray,
+    top: np.ndarray,
+    y_hat: np.ndarray,
+    level: float,
+    scale: np.ndarray | None = None,
 ) -> VerificationReport:
     """The one-shot drift test of fresh scores against a calibration.
 
@@ -111,13 +116,16 @@ def verification_report(
         The surrogate's class and capped probit prediction of each input.
     level : float
         False-alarm probability of the test.
+    scale : ndarray of shape (m,), optional
+        Each input's ``d`` of the adaptive score (``scores`` already divided by
+        it); default the calibration's own (ones for the plain score).
 
     Returns
     -------
     report : VerificationReport
     """
     exceed = scores > calibration.threshold_for(top, y_hat)
-    certified = calibration.calibrated_z(top, y_hat) > 0  # the deployed certificates
+    certified = calibration.calibrated_z(top, y_hat, scale) > 0  # the deployed certificates
     tested, law = calibration.drift_test(scores, top, y_hat)
     n_exceed, m = int(tested.sum()), len(scores)
     p_value = exceedance_pvalue(n_exceed, law["m_new"], law["m_cal"], law["rank"])

@@ -49,6 +49,8 @@ from .conformal import (
     CalibrationViews,
     ConformalCalibration,
     StaleCalibrationError,
+    check_score_scale,
+    headroom_scale,
     mc_bound,
     prediction_cap,
     resolve_grouping,
@@ -202,6 +204,14 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     pac_delta : float, default=None
         If set, a training-conditional threshold valid with probability
         ``1 - pac_delta`` over the calibration draw.
+    score_scale : float or None, default=None
+        The locally adaptive score: each calibration score is divided by
+        ``d = 1 + score_scale * (prediction_cap_ - y_hat)`` of its input and a
+        certificate is ``y_hat - threshold * d``
+        (:func:`~rrise_sklearn.conformal.headroom_scale`), so inputs far below
+        the cap, where the surrogate's errors are largest, get a wider margin
+        and those near it a narrower one. Same guarantee (user guide);
+        ``None``: the plain score.
     n_members : int, default=5
         Networks in the surrogate's ensemble
         (:class:`~rrise_sklearn.ensemble.MeanLogProbEnsemble`), each with its own
@@ -272,6 +282,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         smoothed_size: float = 0.5,
         mondrian: bool | str = "auto",
         pac_delta: float | None = None,
+        score_scale: float | None = None,
         n_members: int = 5,
         score_radius: float = 0.0,
         random_state: Any = None,
@@ -317,6 +328,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         self.smoothed_size = smoothed_size
         self.mondrian = mondrian
         self.pac_delta = pac_delta
+        self.score_scale = score_scale
         self.n_members = n_members
         self.score_radius = score_radius
         self.random_state = random_state
@@ -391,6 +403,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         if self.mondrian is True:
             warnings.warn("mondrian=True is deprecated: pass mondrian='class' (the same grouping).",
                           FutureWarning, stacklevel=3)  # fmt: skip
+        check_score_scale(self.score_scale)
         if self.mondrian == "cap" and self.pac_delta is not None:
             raise ValueError(
                 "mondrian='cap' splits a marginal threshold; with pac_delta pass mondrian=False "
@@ -468,6 +481,12 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         h = 1.0 / total
         q = (total - 1.0) / total  # sum of the other classes' probabilities
         return top, h, q
+
+    def _score_scale(self, X: np.ndarray, y_hat: np.ndarray, cap: float,
+                     coef: float | None) -> np.ndarray:  # fmt: skip
+        """The adaptive score's ``d`` of each input: a fixed function of the trained
+        surrogate (here of its capped prediction), never of calibration data."""
+        return headroom_scale(y_hat, cap, coef)
 
     def _prediction(self, h: np.ndarray, q: np.ndarray, cap: float) -> np.ndarray:
         """The probit prediction capped where a first-stage Monte Carlo bound ends (any fixed
@@ -724,16 +743,19 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             X_cal, n_cal, CALIB, random_state, counts, alpha=alpha_1, cap=cap
         )
         below = y_hat < cap
-        first_stage_scores = y_hat - y_mc  # what monitor() compares deployment scores with
+        coef = check_score_scale(self.score_scale)
+        d = self._score_scale(X_cal, y_hat, cap, coef)  # scores in units of d (1: plain)
+        first_stage_scores = (y_hat - y_mc) / d  # what monitor() compares deployment scores with
         y_mc, levels = staged_bounds(
             k, n_cal, stages, alpha_1, y_hat,
-            promote=lambda s: grouping.promote(s, top, below, self.alpha_conf),
+            promote=lambda s: grouping.promote(s / d, top, below, self.alpha_conf),
             draw=draws.stage_draw(X_cal, top, stages, random_state, refine_counts),
         )  # fmt: skip
+        fitted = grouping.fit(y_hat / d, y_mc / d, top, below, self.alpha_conf)
         self.calibration_ = ConformalCalibration(
             grouping=grouping.name, alpha_conf=float(self.alpha_conf),
-            pac_delta=grouping.pac_delta, **grouping.fit(y_hat, y_mc, top, below, self.alpha_conf),
-            scores=y_hat - y_mc, classes=top, refine_levels=levels, prediction_cap=cap,
+            pac_delta=grouping.pac_delta, **fitted, score_scale=coef,
+            scores=(y_hat - y_mc) / d, classes=top, refine_levels=levels, prediction_cap=cap,
             n_samples=n_cal, stages=tuple(stages),
             setting={"sigma": self.sigma_, "alpha_mc": self.alpha_mc_},
             network_digest=state_digest(self.module_),
@@ -766,7 +788,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         sigma = self.sigma_
         cal = self.calibration_
         y_hat = self._prediction(h, q, cal.prediction_cap)
-        z = cal.calibrated_z(top, y_hat)
+        z = cal.calibrated_z(top, y_hat, self._score_scale(X, y_hat, cal.prediction_cap,
+                                                           cal.score_scale))  # fmt: skip
         radius = np.where(z > 0, sigma * z, 0.0)
         radius = np.where(np.isfinite(radius), radius, 0.0)
         p_lower = _ndtr(z)  # the normal CDF (what scipy's norm.cdf evaluates)
@@ -783,6 +806,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
                 "alpha_conf": cal.alpha_conf,
                 "alpha_mc": self.alpha_mc_,
                 "conformity_score": _SCORE,
+                "score_scale": cal.score_scale,
                 "calibrated": True,
                 # how the certificates' errors depend on each other (one shared threshold)
                 "dependence": "conformal",
@@ -860,7 +884,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             extra = self._draws.counts(X, n_extra, seed, desc=f"verify stage {j + 2} n={n_extra}")
             k, n_tot = k + extra[np.arange(len(X)), top], n_tot + n_extra
             y_mc = np.maximum(y_mc, mc_bound(k, n_tot, alpha_1))
-        return verification_report(cal, y_hat - y_mc, top, y_hat, level)
+        d = self._score_scale(X, y_hat, cal.prediction_cap, cal.score_scale)
+        return verification_report(cal, (y_hat - y_mc) / d, top, y_hat, level, scale=d)
 
     def monitor(self, X: Any, *, level: float = 0.01, reset: bool = False) -> MonitorReport:
         """Anytime-valid drift monitoring: call it after every batch of deployment traffic.
@@ -906,7 +931,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             X, cal.n_samples, MONITOR, alpha=cal.first_stage_alpha, seed=seed,
             cap=cal.prediction_cap,
         )  # fmt: skip
-        scores = y_hat - y_mc
+        scores = (y_hat - y_mc) / self._score_scale(X, y_hat, cal.prediction_cap, cal.score_scale)
         return mon.feed(scores, int((scores > cal.threshold_for(top, y_hat)).sum()))
 
 
