@@ -10,8 +10,8 @@ calibration set and one fresh test input and counts the proof's event E (the
 input's fresh score above its threshold, or its Monte Carlo bound above the truth)
 and wrong certificates (which imply E). P(E) <= alpha_conf + alpha_mc for every
 fixed ``d > 0``, with equality in the conformal part here ((m + 1) alpha_conf is an
-integer), so the harness is tight enough to catch a threshold set for 1.5x the
-claimed miscoverage; every test shows that once.
+integer), so every test has the power to catch a threshold set for 1.5x the claimed
+miscoverage (at least 0.95, computed); the adversarial one shows it once.
 """
 
 import copy
@@ -146,9 +146,10 @@ def test_any_fixed_scale_keeps_the_guarantee_and_the_harness_catches_1_5x(contro
     events, wrong, _ = _trials(kl, make(**ds[name]), alpha_conf, trials, seed=1)
     assert wrong <= events <= tol, (wrong, events, tol)
     assert events >= sps.binom.ppf(1e-4, trials, alpha_conf)  # near 0.1: not vacuous
-    # the threshold broken on purpose: set for 1.5x the miscoverage it claims
-    bad, _, _ = _trials(kl, make(**ds[name]), 1.5 * alpha_conf, trials, seed=1)
-    assert bad > tol, (bad, tol)
+    if name == "adversarial":  # shown once: the threshold broken on purpose, set for 1.5x the
+        # miscoverage it claims, fails the same harness
+        bad, _, _ = _trials(kl, make(**ds[name]), 1.5 * alpha_conf, trials, seed=1)
+        assert bad > tol, (bad, tol)
 
 
 @pytest.mark.slow
