@@ -427,10 +427,14 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
     def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any) -> Any:
         """skorch's ``partial_fit``; it drops the calibration (the network changes).
 
-        Call :meth:`conformalize` afterwards to certify again.
+        ``y`` are soft targets (class frequencies); over a Pipeline, ``X`` is in its raw
+        units and goes through its preprocessing first, as in every other method. Call
+        :meth:`conformalize` afterwards to certify again.
         """
         self.__dict__.pop("calibration_", None)
         self.__dict__.pop("_network_seen_", None)
+        if self.__dict__.get("preprocessing_") is not None and not self.__dict__.get("_training_"):
+            X = self._model_space(X)  # a user's call (fit trains on model-space inputs)
         return super().partial_fit(X, y, classes=classes, **fit_params)
 
     @property
@@ -587,7 +591,11 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         t0 = time.perf_counter()
         targets = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
         seeds = self._draws.stream(TRAIN).generate_state(int(self.n_members))
-        self.module_ = fit_members(self, X_tr, targets, seeds, fit_params)
+        self.__dict__["_training_"] = True  # fit_members calls partial_fit on model-space inputs
+        try:
+            self.module_ = fit_members(self, X_tr, targets, seeds, fit_params)
+        finally:
+            self.__dict__.pop("_training_", None)
         if isinstance(self.module_, MeanLogProbEnsemble):
             self.initialize_optimizer()  # over the ensemble's weights
         self.module_.eval()  # certification runs in eval mode (partial_fit switches back)

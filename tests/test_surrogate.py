@@ -1098,6 +1098,15 @@ def test_surrogate_over_a_pipeline_certifies_raw_inputs_and_saves_as_one_model(d
     np.testing.assert_array_equal(again.radius, res.radius)
     np.testing.assert_array_equal(again.prediction, res.prediction)
     assert type(loaded.smoothed).__name__ == "Pipeline" and loaded.preprocessing_ is not None
+    # partial_fit takes raw inputs too (it used to feed them to the network untransformed)
+    soft = (by_hand.train_counts_ / by_hand.train_counts_.sum(1, keepdims=True))[:60]
+    soft = soft.astype(np.float32)
+    for est, X_pf in ((sur, raw[300:360]), (by_hand, pipe[:-1].transform(raw[300:360]))):
+        torch.manual_seed(0)  # the same batch order for both
+        est.partial_fit(X_pf, soft)
+    np.testing.assert_allclose(sur.predict_proba(raw[420:460]),
+                               by_hand.predict_proba(pipe[:-1].transform(raw[420:460])),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
     # refused: an unfitted Pipeline, a Pipeline that does not end in a SmoothedClassifier
     unfitted = make_pipeline(MaxAbsScaler(), SmoothedClassifier(MLP))
     with pytest.raises(ValueError, match="not fitted: fit it first"):
