@@ -151,6 +151,16 @@ def check_level(value: Any, name: str, *, none_ok: bool = False) -> None:
                          f"got {value!r}.")  # fmt: skip
 
 
+def check_nonnegative(value: Any, name: str) -> float | None:
+    """``value`` as a finite float ``>= 0`` (``None`` passes), else a ``ValueError`` naming it."""
+    if value is None:
+        return None
+    ok = isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool)
+    if not (ok and np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be None or a finite number >= 0; got {value!r}.")
+    return float(value)
+
+
 def check_share(value: Any, name: str, *, count_ok: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is a share in (0, 1) (or, with ``count_ok``, an
     integer number of inputs ``>= 1``)."""

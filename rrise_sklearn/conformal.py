@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
+from ._validation import check_nonnegative
 from .calibration import (
     conformal_rank,
     conformal_threshold,
@@ -85,17 +86,6 @@ def headroom_scale(y_hat: Any, cap: float, coef: float | None) -> np.ndarray:
     if not coef:
         return np.ones(y_hat.shape)
     return 1.0 + float(coef) * (float(cap) - np.minimum(y_hat, float(cap)))
-
-
-def check_score_scale(coef: Any, what: str = "score_scale") -> float | None:
-    """``coef`` as a float >= 0 (or ``None``), else a ValueError naming it."""
-    if coef is None:
-        return None
-    if isinstance(coef, (bool, np.bool_)) or not isinstance(coef, (int, float, np.number)):
-        raise ValueError(f"{what} must be None or a number >= 0; got {coef!r}.")
-    if not (np.isfinite(coef) and coef >= 0):
-        raise ValueError(f"{what} must be None or a finite number >= 0; got {coef!r}.")
-    return float(coef)
 
 
 def mc_bound(k: Any, n: int, alpha: float) -> np.ndarray:
@@ -502,7 +492,7 @@ class ConformalCalibration:
             raise ValueError("calibration field n_samples must be an integer")
         if not isinstance(self.setting, dict) or not isinstance(self.stages, tuple):
             raise ValueError("calibration fields setting/stages must be a dict and a tuple")
-        check_score_scale(self.score_scale, "calibration field score_scale")
+        check_nonnegative(self.score_scale, "calibration field score_scale")
         if self.grouping == "cap":
             arr("own", "b", 2)
             arr("group_sizes", "iu", 2)

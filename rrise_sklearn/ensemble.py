@@ -368,13 +368,20 @@ def fit_stacked(
 
 
 def fit_members(
-    net: Any, X_tr: np.ndarray, targets: np.ndarray, seeds: Any, fit_params: dict
+    net: Any,
+    X_tr: np.ndarray,
+    targets: np.ndarray,
+    seeds: Any,
+    fit_params: dict,
+    train: Any = None,
 ) -> torch.nn.Module:
     """Train one network per seed: batched (:func:`fit_stacked`) or one skorch fit each.
 
-    Returns the trained network, a :class:`MeanLogProbEnsemble` for several seeds.
-    The global torch random state is left as it was.
+    ``train(X, y, **fit_params)`` is one skorch fit of ``net`` (default its
+    ``partial_fit``). Returns the trained network, a :class:`MeanLogProbEnsemble`
+    for several seeds. The global torch random state is left as it was.
     """
+    train = net.partial_fit if train is None else train
     devices = [net.device] if str(net.device).startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):
         members = fit_stacked(net, X_tr, targets, seeds, fit_params)
@@ -384,7 +391,7 @@ def fit_members(
             torch.manual_seed(int(seed))
             if j > 0 or not net.warm_start or not getattr(net, "initialized_", False):
                 net.initialize()
-            net.partial_fit(X_tr, targets, **fit_params)
+            train(X_tr, targets, **fit_params)
             members.append(net.module_)
     if len(members) > 1:
         return MeanLogProbEnsemble(members).to(net.device)

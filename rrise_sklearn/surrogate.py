@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from ._draws import (
 from ._validation import (
     check_count,
     check_level,
+    check_nonnegative,
     check_share,
     check_stages,
     flat_rows,
@@ -49,7 +51,6 @@ from .conformal import (
     CalibrationViews,
     ConformalCalibration,
     StaleCalibrationError,
-    check_score_scale,
     headroom_scale,
     mc_bound,
     prediction_cap,
@@ -403,7 +404,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         if self.mondrian is True:
             warnings.warn("mondrian=True is deprecated: pass mondrian='class' (the same grouping).",
                           FutureWarning, stacklevel=3)  # fmt: skip
-        check_score_scale(self.score_scale)
+        check_nonnegative(self.score_scale, "score_scale")
         if self.mondrian == "cap" and self.pac_delta is not None:
             raise ValueError(
                 "mondrian='cap' splits a marginal threshold; with pac_delta pass mondrian=False "
@@ -433,9 +434,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         """
         self.__dict__.pop("calibration_", None)
         self.__dict__.pop("_network_seen_", None)
-        if self.__dict__.get("preprocessing_") is not None and not self.__dict__.get("_training_"):
-            X = self._model_space(X)  # a user's call (fit trains on model-space inputs)
-        return super().partial_fit(X, y, classes=classes, **fit_params)
+        return super().partial_fit(self._model_space(X), y, classes=classes, **fit_params)
 
     @property
     def classes_(self) -> np.ndarray:
@@ -591,11 +590,9 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         t0 = time.perf_counter()
         targets = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
         seeds = self._draws.stream(TRAIN).generate_state(int(self.n_members))
-        self.__dict__["_training_"] = True  # fit_members calls partial_fit on model-space inputs
-        try:
-            self.module_ = fit_members(self, X_tr, targets, seeds, fit_params)
-        finally:
-            self.__dict__.pop("_training_", None)
+        # skorch's partial_fit: X_tr is in model space already (ours would transform it again)
+        train = partial(NeuralNet.partial_fit, self)
+        self.module_ = fit_members(self, X_tr, targets, seeds, fit_params, train=train)
         if isinstance(self.module_, MeanLogProbEnsemble):
             self.initialize_optimizer()  # over the ensemble's weights
         self.module_.eval()  # certification runs in eval mode (partial_fit switches back)
@@ -751,7 +748,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             X_cal, n_cal, CALIB, random_state, counts, alpha=alpha_1, cap=cap
         )
         below = y_hat < cap
-        coef = check_score_scale(self.score_scale)
+        coef = check_nonnegative(self.score_scale, "score_scale")
         d = self._score_scale(X_cal, y_hat, cap, coef)  # scores in units of d (1: plain)
         first_stage_scores = (y_hat - y_mc) / d  # what monitor() compares deployment scores with
         y_mc, levels = staged_bounds(
