@@ -48,6 +48,7 @@ __all__ = [
     "Pooled",
     "StaleCalibrationError",
     "cross_check_with_mapie",
+    "certifiable_bound",
     "headroom_scale",
     "mc_bound",
     "prediction_cap",
@@ -86,6 +87,32 @@ def headroom_scale(y_hat: Any, cap: float, coef: float | None) -> np.ndarray:
     if not coef:
         return np.ones(y_hat.shape)
     return 1.0 + float(coef) * (float(cap) - np.minimum(y_hat, float(cap)))
+
+
+def certifiable_bound(y_mc: Any, floor: bool = True) -> np.ndarray:
+    """A Monte Carlo probit lower bound raised to 0 (``p = 1/2``) where it is below.
+
+    Only certificates with a positive radius can be wrong: a certificate
+    ``z = y_hat - tau * d`` is issued when ``z > 0`` and is wrong when it also
+    exceeds the true probit ``p*`` of the surrogate's class, i.e. when
+    ``z > max(p*, 0)``. On the event ``y_mc <= p*`` (probability at least
+    ``1 - alpha_mc``) that implies ``z > max(y_mc, 0)``, so the score
+    ``(y_hat - max(y_mc, 0)) / d`` bounds the same event as the plain score and
+    is never larger: a calibration input whose surrogate class Monte Carlo puts
+    below ``1/2`` (the surrogate picked another class, or an input at the
+    decision boundary) scores ``y_hat / d``, not ``(y_hat - y_mc) / d``, and no
+    longer inflates the threshold for everyone (user guide, "Only certificates
+    that can be wrong count"). ``floor=False``: the bound unchanged (calibrations
+    of earlier versions).
+
+    Examples
+    --------
+    >>> from rrise_sklearn.conformal import certifiable_bound
+    >>> certifiable_bound([-1.5, 0.25, 2.0]).tolist()
+    [0.0, 0.25, 2.0]
+    """
+    y_mc = np.asarray(y_mc, dtype=np.float64)
+    return np.maximum(y_mc, 0.0) if floor else y_mc
 
 
 def mc_bound(k: Any, n: int, alpha: float) -> np.ndarray:
@@ -301,10 +328,12 @@ def staged_bounds(
     y_hat: np.ndarray,
     promote: Callable[[np.ndarray], np.ndarray],
     draw: Callable[[np.ndarray, int, int], np.ndarray],
+    floor: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Later calibration stages: more samples only where the threshold needs them.
 
-    Repeats until nothing changes: compute the scores ``y_hat - bound``; every
+    Repeats until nothing changes: compute the scores ``y_hat - bound`` (the bound
+    floored at 0 with ``floor``, :func:`certifiable_bound`); every
     input that ``promote(scores)`` selects and that has not had every stage gets
     the next one (``stages[j]`` fresh samples, ``draw(inputs, j, round)`` returning
     their counts of the surrogate's class). An input's bound is the largest of
@@ -336,6 +365,8 @@ def staged_bounds(
         ``promote(scores) -> bool mask``: the inputs the thresholds depend on.
     draw : callable
         ``draw(indices, stage, round) -> counts`` of the surrogate's class.
+    floor : bool, default=False
+        Score with the bounds floored at 0 (the returned bounds are not floored).
 
     Returns
     -------
@@ -366,7 +397,7 @@ def staged_bounds(
     level = np.zeros(m, dtype=np.int64)  # stages after the first each input has had
     rnd = 0
     while stages:
-        want = promote(y_hat - y_mc) & (level < len(stages))
+        want = promote(y_hat - certifiable_bound(y_mc, floor)) & (level < len(stages))
         if not want.any():
             break
         for j in np.unique(level[want]):
@@ -430,6 +461,10 @@ class ConformalCalibration:
         ``scores`` and ``thresholds`` are in units of ``d`` and a certificate is
         ``y_hat - threshold * d``; ``None``: the plain score (``d = 1``; files of
         earlier versions).
+    floor_bound : bool
+        Whether scores use the Monte Carlo bound raised to 0
+        (:func:`certifiable_bound`; every calibration of this version); ``False``
+        in files of earlier versions, whose scores used the bound as it was.
     """
 
     grouping: str
@@ -450,6 +485,7 @@ class ConformalCalibration:
     group_sizes: np.ndarray | None = None
     pooled_threshold: float | None = None
     score_scale: float | None = None
+    floor_bound: bool = False
 
     def __post_init__(self) -> None:
         if self.grouping not in GROUPINGS:
@@ -493,6 +529,8 @@ class ConformalCalibration:
         if not isinstance(self.setting, dict) or not isinstance(self.stages, tuple):
             raise ValueError("calibration fields setting/stages must be a dict and a tuple")
         check_nonnegative(self.score_scale, "calibration field score_scale")
+        if not isinstance(self.floor_bound, (bool, np.bool_)):
+            raise ValueError("calibration field floor_bound must be true or false")
         if self.grouping == "cap":
             arr("own", "b", 2)
             arr("group_sizes", "iu", 2)
@@ -531,6 +569,15 @@ class ConformalCalibration:
     def scale(self, y_hat: np.ndarray) -> np.ndarray:
         """The adaptive score's ``d`` of each input (:func:`headroom_scale`; ones by default)."""
         return headroom_scale(y_hat, self.prediction_cap, self.score_scale)
+
+    def conformity_scores(self, y_hat: np.ndarray, y_mc: np.ndarray,
+                          scale: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """Scores of fresh Monte Carlo bounds, computed as this calibration computed its own:
+        ``(y_hat - bound) / d`` with the bound floored at 0 when :attr:`floor_bound`
+        (``scale``: each input's ``d``, default :meth:`scale`)."""
+        d = self.scale(y_hat) if scale is None else np.asarray(scale, dtype=np.float64)
+        y_hat = np.asarray(y_hat, dtype=np.float64)
+        return (y_hat - certifiable_bound(y_mc, bool(self.floor_bound))) / d
 
     def calibrated_z(self, top: np.ndarray, y_hat: np.ndarray,
                      scale: np.ndarray | None = None) -> np.ndarray:  # fmt: skip

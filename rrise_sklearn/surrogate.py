@@ -51,6 +51,7 @@ from .conformal import (
     CalibrationViews,
     ConformalCalibration,
     StaleCalibrationError,
+    certifiable_bound,
     headroom_scale,
     mc_bound,
     prediction_cap,
@@ -750,16 +751,18 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         below = y_hat < cap
         coef = check_nonnegative(self.score_scale, "score_scale")
         d = self._score_scale(X_cal, y_hat, cap, coef)  # scores in units of d (1: plain)
-        first_stage_scores = (y_hat - y_mc) / d  # what monitor() compares deployment scores with
+        # scores use the bound floored at 0: only certificates with a positive radius count
+        first_stage_scores = (y_hat - certifiable_bound(y_mc)) / d  # what monitor() compares with
         y_mc, levels = staged_bounds(
             k, n_cal, stages, alpha_1, y_hat,
             promote=lambda s: grouping.promote(s / d, top, below, self.alpha_conf),
-            draw=draws.stage_draw(X_cal, top, stages, random_state, refine_counts),
+            draw=draws.stage_draw(X_cal, top, stages, random_state, refine_counts), floor=True,
         )  # fmt: skip
+        y_mc = certifiable_bound(y_mc)
         fitted = grouping.fit(y_hat / d, y_mc / d, top, below, self.alpha_conf)
         self.calibration_ = ConformalCalibration(
             grouping=grouping.name, alpha_conf=float(self.alpha_conf),
-            pac_delta=grouping.pac_delta, **fitted, score_scale=coef,
+            pac_delta=grouping.pac_delta, **fitted, score_scale=coef, floor_bound=True,
             scores=(y_hat - y_mc) / d, classes=top, refine_levels=levels, prediction_cap=cap,
             n_samples=n_cal, stages=tuple(stages),
             setting={"sigma": self.sigma_, "alpha_mc": self.alpha_mc_},
@@ -890,7 +893,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             k, n_tot = k + extra[np.arange(len(X)), top], n_tot + n_extra
             y_mc = np.maximum(y_mc, mc_bound(k, n_tot, alpha_1))
         d = self._score_scale(X, y_hat, cal.prediction_cap, cal.score_scale)
-        return verification_report(cal, (y_hat - y_mc) / d, top, y_hat, level, scale=d)
+        return verification_report(cal, cal.conformity_scores(y_hat, y_mc, d), top, y_hat, level,
+                                   scale=d)  # fmt: skip
 
     def monitor(self, X: Any, *, level: float = 0.01, reset: bool = False) -> MonitorReport:
         """Anytime-valid drift monitoring: call it after every batch of deployment traffic.
@@ -936,7 +940,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             X, cal.n_samples, MONITOR, alpha=cal.first_stage_alpha, seed=seed,
             cap=cal.prediction_cap,
         )  # fmt: skip
-        scores = (y_hat - y_mc) / self._score_scale(X, y_hat, cal.prediction_cap, cal.score_scale)
+        d = self._score_scale(X, y_hat, cal.prediction_cap, cal.score_scale)
+        scores = cal.conformity_scores(y_hat, y_mc, d)
         return mon.feed(scores, int((scores > cal.threshold_for(top, y_hat)).sum()))
 
 

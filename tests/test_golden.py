@@ -29,6 +29,7 @@ def test_recorded_model_file_loads_to_the_recorded_certificates(name):
     np.testing.assert_array_equal(sur.calibration_scores_, want["calibration_scores"])
     np.testing.assert_array_equal(sur.refine_levels_, want["refine_levels"])
     assert sur.prediction_cap_ == want["prediction_cap"][0]
+    assert sur.calibration_.floor_bound is False  # scored as then: verify/monitor agree
     res = sur.certify(want["X_test"])
     np.testing.assert_array_equal(res.prediction, want["prediction"])
     # the forward pass is float32: another CPU may round its products differently

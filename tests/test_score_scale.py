@@ -130,14 +130,17 @@ def _trials(kl, est, alpha_conf, trials, seed, m=99):
         y_hat = est._prediction(h, q, cal.prediction_cap)
         k = _counts(kl, x, rng)[0, top]
         d = est._score_scale(x, y_hat, cal.prediction_cap, cal.score_scale)
-        score = (y_hat - mc_bound(k, N_CAL, ALPHA_MC)) / d
+        # the proof's score: the bound floored at 0 (only positive radii can be wrong)
+        score = (y_hat - np.maximum(mc_bound(k, N_CAL, ALPHA_MC), 0.0)) / d
         fail = rs.clopper_pearson_lower(k, N_CAL, ALPHA_MC) > np.where(top == g, p, 1 - p)
         events += int(score[0] > cal.threshold_for(top, y_hat)[0] or fail[0])
     return events, wrong, float(np.mean(radii))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["uninformative", "adversarial", "informative", "headroom"])
+@pytest.mark.parametrize(
+    "name", ["plain", "uninformative", "adversarial", "informative", "headroom"]
+)
 def test_any_fixed_scale_keeps_the_guarantee_and_the_harness_catches_1_5x(controlled, name):
     kl, make, ds = controlled
     trials, alpha_conf = 1000, 0.1
@@ -203,3 +206,63 @@ def test_zero_coefficient_is_the_plain_score_and_the_scale_is_saved(controlled, 
     np.testing.assert_allclose(r_half.radius, np.where(z > 0, SIGMA * z, 0.0))
     fields = {f: getattr(cal, f) for f in cal.__dataclass_fields__ if f != "score_scale"}
     assert ConformalCalibration(**fields).score_scale is None
+
+
+def test_floored_scores_lower_the_thresholds_where_the_surrogate_errs(controlled):
+    """Only certificates with a positive radius can be wrong, so the calibration scores with
+    the Monte Carlo bound floored at probit 0. Against the plain score recomputed here from
+    the same counts (scipy's Clopper-Pearson, the library's two-group rule), every threshold
+    is at most the plain one and, with this surrogate's errors near the boundary (where it
+    picks the wrong class and Monte Carlo puts its class below 1/2), smaller; every
+    certificate is at least the plain one's."""
+    from rrise_sklearn.calibration import two_group_thresholds
+
+    kl, make, _ = controlled
+    rng = np.random.default_rng(8)
+    X_cal, x = _draw(kl, 199, rng), _draw(kl, 400, rng)
+    counts = _counts(kl, X_cal, rng)
+    est = make().set_params(alpha_conf=0.1).conformalize(X_cal, counts=counts)
+    cal = est.calibration_
+    assert cal.floor_bound is True
+    top, h, q = est._top(X_cal)
+    y_hat = est._prediction(h, q, cal.prediction_cap)
+    k = counts[np.arange(len(X_cal)), top]
+    lower = sps.beta.ppf(ALPHA_MC, k, N_CAL - k + 1)  # k = 0 gives nan: no such input here
+    assert np.isfinite(lower).all()
+    bound = sps.norm.ppf(lower)
+    assert (bound < 0).sum() >= 5  # the surrogate's class below 1/2 for some inputs
+    np.testing.assert_allclose(cal.scores, y_hat - np.maximum(bound, 0.0), atol=1e-9)
+    below = y_hat < cal.prediction_cap
+    thr, own, pooled = two_group_thresholds(y_hat - bound, below, 0.1)
+    np.testing.assert_array_equal(own, cal.own)  # the groups' sizes decide: same here
+    plain = np.where(own, thr, pooled)  # the deployed plain thresholds
+    deployed = cal.threshold_for(np.zeros(2, dtype=np.int64), np.array([9.0, -9.0]))
+    assert (deployed <= plain + 1e-12).all() and (deployed < plain - 0.02).any(), (deployed, plain)
+    res = est.certify(x)
+    top_x, h_x, q_x = est._top(x)
+    y_x = est._prediction(h_x, q_x, cal.prediction_cap)
+    z_plain = y_x - plain[(y_x < cal.prediction_cap).astype(int)]
+    assert (res.radius >= np.where(z_plain > 0, SIGMA * z_plain, 0.0) - 1e-12).all()
+    assert (res.radius > 0).sum() > (z_plain > 0).sum()
+
+
+def test_calibrations_of_earlier_versions_score_with_the_bound_as_it_was():
+    """A calibration without the field (model files of earlier versions) scores fresh Monte
+    Carlo bounds as it scored its own: no floor; a floored one floors; anything but a bool
+    is refused (a model file may say anything)."""
+    m = 100
+    cal = ConformalCalibration(
+        grouping="pooled", alpha_conf=0.1, pac_delta=None, thresholds=np.array([0.3]),
+        scores=np.zeros(m), classes=np.zeros(m, dtype=np.int64),
+        refine_levels=np.zeros(m, dtype=np.int64), prediction_cap=3.0, n_samples=1000,
+    )  # fmt: skip
+    assert cal.floor_bound is False
+    y_hat, bound = np.array([1.0, 1.0, 2.5]), np.array([-0.5, 0.25, 2.0])
+    np.testing.assert_allclose(cal.conformity_scores(y_hat, bound), [1.5, 0.75, 0.5])
+    floored = dataclasses.replace(cal, floor_bound=True)
+    np.testing.assert_allclose(floored.conformity_scores(y_hat, bound), [1.0, 0.75, 0.5])
+    np.testing.assert_allclose(floored.conformity_scores(y_hat, bound, scale=np.full(3, 2.0)),
+                               [0.5, 0.375, 0.25])  # fmt: skip
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="floor_bound must be true or false"):
+            dataclasses.replace(cal, floor_bound=bad)

@@ -218,14 +218,16 @@ def _cp_lower_z(k, n, alpha):
 
 
 def _full_refinement(sur, top, h, q, tables, alpha):
-    """Oracle: every input's bound with every stage (max of the stages' pooled CP bounds)."""
+    """Oracle: every input's score with every stage (max of the stages' pooled CP bounds,
+    floored at probit 0 as the calibration's scores are)."""
     idx = np.arange(len(top))
     cum_n = np.cumsum([t.sum(1)[0] for t in tables])
     cap = sps.norm.ppf(alpha ** (1 / cum_n[0]))
     y_hat = np.minimum(probit(h, q), cap)
     k = np.cumsum([t[idx, top] for t in tables], axis=0)
     bounds = np.max([_cp_lower_z(k[j], cum_n[j], alpha) for j in range(len(tables))], axis=0)
-    return y_hat, cap, y_hat - _cp_lower_z(k[0], cum_n[0], alpha), y_hat - bounds
+    first = _cp_lower_z(k[0], cum_n[0], alpha)
+    return y_hat, cap, y_hat - np.maximum(first, 0.0), y_hat - np.maximum(bounds, 0.0)
 
 
 @pytest.mark.parametrize("mondrian", [False, True])
@@ -339,13 +341,13 @@ def test_later_stages_are_drawn_only_where_the_threshold_needs_them(linear_setup
     grouping = Pooled()
     bounds, levels = staged_bounds(
         tables[0][np.arange(150), top], 1000, stages[1:], alpha, y_hat,
-        promote=lambda s: grouping.promote(s, top, None, sur.alpha_conf), draw=draw,
+        promote=lambda s: grouping.promote(s, top, None, sur.alpha_conf), draw=draw, floor=True,
     )  # fmt: skip
-    scores = y_hat - bounds
+    scores = y_hat - np.maximum(bounds, 0.0)
     tau = conformal_threshold(scores, sur.alpha_conf)
     assert np.isclose(tau, conformal_threshold(full, sur.alpha_conf), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(y_hat - mc_bound(tables[0][np.arange(150), top], 1000, alpha),
-                               stage1, atol=1e-9)  # fmt: skip
+    first = mc_bound(tables[0][np.arange(150), top], 1000, alpha)
+    np.testing.assert_allclose(y_hat - np.maximum(first, 0.0), stage1, atol=1e-9)
     assert (levels[scores >= tau] == 2).all()
     drawn = {j: sum(n for jj, n in served if jj == j) for j in (1, 2)}
     assert drawn == {1: int((levels >= 1).sum()), 2: int((levels >= 2).sum())}
@@ -705,7 +707,7 @@ def _event_trials(kl, sigma, sur, alpha_conf, trials, rng, m=99, seen=None):
         k = _exact_counts(kl, sigma, x, n, rng)[0, top]
         p_top = p if top[0] == g[0] else 1 - p
         y_hat = sur._prediction(h, q, sur.prediction_cap_)
-        score = y_hat - mc_bound(k, n, sur.alpha_mc_)
+        score = y_hat - np.maximum(mc_bound(k, n, sur.alpha_mc_), 0.0)  # the floored score
         fail = rs.clopper_pearson_lower(k, n, sur.alpha_mc_) > p_top
         events += int(score[0] > sur.calibration_.threshold_for(top, y_hat)[0] or fail[0])
     return events, wrong
@@ -882,10 +884,15 @@ def test_monitor_raises_the_alarm_on_drift_and_restarts_after_recalibration(line
     assert not first.alarm and first.n_seen == 20
     with pytest.raises(ValueError, match="running monitor uses level=0.05"):
         sur.monitor(_draw(kl, 5, rng), level=0.01)
-    # drift: every new input lies near the decision boundary (the calibration's spread
-    # over +-1.2): the scores' distribution changes and the martingale grows
-    near = [kl.points_at_distance(rng.uniform(-0.1, 0.1, 30), seed=i) for i in range(15)]
-    reports = [sur.monitor(x, level=0.05) for x in near]
+    # drift: every new input lies 0.9-1.2 from the decision boundary (the calibration's
+    # spread over +-1.2), mostly at the prediction cap: the scores' distribution changes
+    # and the martingale grows. (Inputs right at the boundary would not show: their
+    # floored scores are their small predictions, like the calibration's.)
+    far = [
+        kl.points_at_distance(rng.uniform(0.9, 1.2, 30) * rng.choice([-1, 1], 30), seed=i)
+        for i in range(15)
+    ]
+    reports = [sur.monitor(x, level=0.05) for x in far]
     assert reports[-1].alarm, [round(r.martingale, 2) for r in reports]
     assert reports[-1].max_martingale >= 20
     sur.conformalize(_draw(kl, 99, rng), random_state=2)  # recalibration restarts the stream
