@@ -116,6 +116,24 @@ def input_scale(preprocessing: Any) -> float | None:
     return float(np.max(np.abs(d)))
 
 
+def warn_if_stretched(
+    scale: float | None, certifier: str, sigma: Any, *, stacklevel: int = 2
+) -> None:
+    """Warn when the preprocessing before ``certifier`` stretches X's units by more than 10x
+    (or shrinks them below 0.1x): its radii then mean little in the units of X."""
+    if scale is None or 0.1 <= scale <= 10:
+        return
+    warnings.warn(
+        f"The preprocessing before {certifier} stretches the units of X by up to "
+        f"{scale:.3g}x, so a certified radius R in its space (where sigma={sigma} is set) is "
+        f"only R / {scale:.3g} in the units of X: result.input_radius of "
+        "rrise_sklearn.certify gives it. Choose sigma in the scaled units, or drop the scaler "
+        "when radii must hold in raw units.",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def split_certifier(estimator: Any) -> tuple[Any, Any]:
     """``(preprocessing or None, certifier)`` of an estimator or a Pipeline ending in one.
 
@@ -205,15 +223,5 @@ def certify(estimator: Any, X: Any, **kwargs: Any) -> CertificationResult:
     res.info["input_scale"] = scale
     if scale is None:
         return res
-    if not 0.1 <= scale <= 10:
-        warnings.warn(
-            f"The preprocessing before {type(cert).__name__} stretches the units of X by up to "
-            f"{scale:.3g}x, so a certified radius R in its space (where sigma="
-            f"{res.info.get('sigma')} is set) is only R / {scale:.3g} in the units of X: "
-            "result.input_radius gives it. "
-            "Choose sigma in the scaled units, or drop the scaler when radii must hold in raw "
-            "units.",
-            UserWarning,
-            stacklevel=2,
-        )
+    warn_if_stretched(scale, type(cert).__name__, res.info.get("sigma"), stacklevel=2)
     return dataclasses.replace(res, input_radius=np.asarray(res.radius, dtype=np.float64) / scale)

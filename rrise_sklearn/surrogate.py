@@ -62,6 +62,7 @@ from .ensemble import MeanLogProbEnsemble, fit_members, state_digest
 from .metrics import certified_accuracy
 from .monitoring import MonitorReport, ScoreMonitor, VerificationReport, verification_report
 from .nets import JensenShannonLoss  # noqa: F401  (its old home, for one release)
+from .pipeline import input_scale, warn_if_stretched
 from .results import CertificationResult
 from .sampling import check_distinct_streams, resolve_seed
 from .smoothing import SmoothedClassifier, build_module, check_device, eval_forward
@@ -582,6 +583,9 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         self : RRISESurrogate
         """
         self.__dict__.pop("calibration_", None)  # a failed refit leaves no stale calibration
+        prep, last = _split_pipeline(_unwrap(self.smoothed))
+        if prep is not None:  # before the costly part: radii in scaler units may surprise
+            warn_if_stretched(input_scale(prep), "RRISESurrogate", last.sigma, stacklevel=2)
         X_tr, counts, X_cal, timings = _fit_routes(
             self, X, y, train_inputs, train_counts, calibration_counts
         )

@@ -1120,3 +1120,29 @@ def test_surrogate_over_a_pipeline_certifies_raw_inputs_and_saves_as_one_model(d
         RRISESurrogate(unfitted, **params).fit(raw[300:420])
     with pytest.raises(TypeError, match="must end in a SmoothedClassifier"):
         RRISESurrogate(make_pipeline(MaxAbsScaler(), MaxAbsScaler()), **params).fit(raw[:10])
+
+
+def test_surrogate_over_a_stretching_pipeline_warns_at_fit_before_the_costly_part(digits):
+    """A scaler that stretches X's units 20x makes every radius 20x smaller in raw units: the
+    user hears it when fitting the surrogate (it used to come only at rrise_sklearn.certify),
+    and a Pipeline that keeps the units quiet."""
+    import warnings
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    X, y = digits
+    smoothed = SmoothedClassifier(MLP, module__hidden=16, max_epochs=2, n0=20, n=100,
+                                  random_state=0)  # fmt: skip
+    params = dict(SMALL, max_epochs=1, alpha_conf=0.2, random_state=0)
+    for factor, stretched in ((0.05, True), (16.0, False)):  # digits X is in [0, 1]
+        raw = (X * factor).astype(np.float32)  # feature ranges <= factor: MinMaxScaler stretches
+        pipe = make_pipeline(MinMaxScaler(), smoothed).fit(raw[:200], y[:200])
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            RRISESurrogate(pipe, **params).fit(raw[200:260])
+        said = [str(w.message) for w in seen if "stretches the units" in str(w.message)]
+        assert bool(said) is stretched
+        if stretched:
+            assert "before RRISESurrogate" in said[0] and "sigma=0.25" in said[0]
+            assert seen[0].filename == __file__  # points at the user's call
