@@ -894,6 +894,8 @@ def _load_smoothed(spec: dict, r: _Reader, module: Any, device: Any) -> Any:
     if spec.get("class") != "SmoothedClassifier":
         raise ModelFileError(f"{r.path}: expected a SmoothedClassifier entry")
     params = _build_params(spec, r.path, device)
+    # written before n_predict existed: predict and predict_proba drew n samples then
+    params.setdefault("n_predict", None)
     net_spec = _get(spec, "network", r.path)
     cls = _resolve_module(net_spec, module)
     kwargs = {f"module__{k}": v for k, v in (net_spec.get("kwargs") or {}).items()}

@@ -19,6 +19,18 @@ from record import load_record_model, settings  # noqa: E402
 NAMES = [name for name, _ in settings()]
 
 
+def load_manifest_params(name):
+    """The SmoothedClassifier parameters a recorded file states."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(os.path.join(HERE, f"{name}.zip")) as zf:
+        spec = json.loads(zf.read("manifest.json"))["final"]
+    while spec.get("class") != "SmoothedClassifier":
+        spec = spec["smoothed"]
+    return spec["params"]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_recorded_model_file_loads_to_the_recorded_certificates(name):
     want = dict(np.load(os.path.join(HERE, f"{name}.npz")))
@@ -30,6 +42,8 @@ def test_recorded_model_file_loads_to_the_recorded_certificates(name):
     np.testing.assert_array_equal(sur.refine_levels_, want["refine_levels"])
     assert sur.prediction_cap_ == want["prediction_cap"][0]
     assert sur.calibration_.floor_bound is False  # scored as then: verify/monitor agree
+    # written before n_predict existed: predict draws the n samples it drew then, not 1,000
+    assert "n_predict" not in load_manifest_params(name) and sur.smoothed_.n_predict is None
     res = sur.certify(want["X_test"])
     np.testing.assert_array_equal(res.prediction, want["prediction"])
     # the forward pass is float32: another CPU may round its products differently

@@ -1,5 +1,6 @@
 """Model files: round trips; damaged, newer or tampered files are refused without running code."""
 
+import copy
 import io
 import json
 import os
@@ -76,6 +77,10 @@ def test_smoothed_round_trip_gives_identical_certificates(fitted, tmp_path, name
     back = load(path)
     assert _same_certificates(clf, back, X[1200:1260])
     assert back.get_params()["sigma"] == clf.sigma and back.module__hidden == 32
+    # n_predict travels as set (files written before it existed load with None: n samples)
+    assert back.n_predict == clf.n_predict == 1_000
+    none = copy.deepcopy(clf).set_params(n_predict=None)
+    assert load(save(none, tmp_path / f"none-{name}")).n_predict is None
     np.testing.assert_array_equal(back.classes_, clf.classes_)
     assert back.input_shape_ == clf.input_shape_
     # the fresh-stream counter travels: a loaded model never replays an earlier draw's noise
