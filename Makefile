@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 $(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install -c constraints.txt -e ".[dev,docs]"

@@ -61,9 +61,10 @@ def test_certify_writes_reference_tsv(saved):
     expected = pipe[-1].certify(pipe[0].transform(X))
     np.testing.assert_allclose(table["radius"], expected.radius, rtol=1e-5)
     assert table["predict"].tolist() == expected.prediction.tolist()
-    assert table["correct"].tolist() == (
-        (expected.prediction == y) & (expected.radius > 0)
-    ).astype(int).tolist()
+    assert (
+        table["correct"].tolist()
+        == ((expected.prediction == y) & (expected.radius > 0)).astype(int).tolist()
+    )
 
 
 def _args(d, out, *extra):

@@ -221,8 +221,14 @@ def test_input_radius_is_the_largest_raw_ball_inside_the_certified_one(digits, s
     X = X * 16.0 + 3.0  # raw units 3..19, not [0, 1]
     pipe = Pipeline(
         [(f"s{i}", make[name]()) for i, name in enumerate(steps)]
-        + [("clf", SmoothedClassifier(MLP, module__hidden=16, max_epochs=3, n0=20, n=200,
-                                      random_state=0))]  # fmt: skip
+        + [
+            (
+                "clf",
+                SmoothedClassifier(
+                    MLP, module__hidden=16, max_epochs=3, n0=20, n=200, random_state=0
+                ),
+            )
+        ]  # fmt: skip
     ).fit(X[:300], y[:300])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the stretch warning (tested below)

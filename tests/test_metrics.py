@@ -205,9 +205,7 @@ def test_scorers_work_on_a_pipeline_and_grid_search_selects_by_them(digits, kind
     assert scorer(fitted, X[400:450], y[400:450]) == pytest.approx(want)
 
 
-def test_multi_metric_scorer_certifies_once_per_fold_and_selects_on_a_pipeline(
-    digits, monkeypatch
-):
+def test_multi_metric_scorer_certifies_once_per_fold_and_selects_on_a_pipeline(digits, monkeypatch):
     """The gallery's pattern: several metrics, one certification per fold (dict scoring with
     one library scorer per metric certifies once per metric)."""
     from sklearn.model_selection import GridSearchCV
