@@ -1123,9 +1123,9 @@ def test_surrogate_over_a_pipeline_certifies_raw_inputs_and_saves_as_one_model(d
 
 
 def test_surrogate_over_a_stretching_pipeline_warns_at_fit_before_the_costly_part(digits):
-    """A scaler that stretches X's units 20x makes every radius 20x smaller in raw units: the
-    user hears it when fitting the surrogate (it used to come only at rrise_sklearn.certify),
-    and a Pipeline that keeps the units quiet."""
+    """A scaler that stretches X's units 20x or more makes every radius that much smaller in raw
+    units: the user hears it when fitting the surrogate (it used to come only at
+    rrise_sklearn.certify); a Pipeline that keeps the units stays quiet."""
     import warnings
 
     from sklearn.pipeline import make_pipeline
@@ -1141,8 +1141,9 @@ def test_surrogate_over_a_stretching_pipeline_warns_at_fit_before_the_costly_par
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             RRISESurrogate(pipe, **params).fit(raw[200:260])
-        said = [str(w.message) for w in seen if "stretches the units" in str(w.message)]
+        said = [w for w in seen if "stretches the units" in str(w.message)]
         assert bool(said) is stretched
         if stretched:
-            assert "before RRISESurrogate" in said[0] and "sigma=0.25" in said[0]
-            assert seen[0].filename == __file__  # points at the user's call
+            assert "before RRISESurrogate" in str(said[0].message)
+            assert "sigma=0.25" in str(said[0].message)
+            assert said[0].filename == __file__  # points at the user's call
