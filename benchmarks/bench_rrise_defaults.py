@@ -43,8 +43,9 @@ staged refinement) and printed as another row: the score's effect alone.
 
 Run: ``.venv/bin/python benchmarks/bench_rrise_defaults.py [--sigmas 0.25 0.5] [--seeds 0 1 2]
 [--dataset digits|mnist5k|mnist|fashion] [--train-images N] [--cache-dir DIR] [--loss ce|probit]
-[--full] [--set NAME=VALUE ...] [--compare-scale A ...] [--device cuda]`` (``--quick`` for a smoke
-run with small sample sizes; ``--set`` changes a surrogate parameter for every row; ``--device``
+[--full] [--set NAME=VALUE ...] [--compare-scale A ...] [--save-dir DIR] [--device cuda]``
+(``--quick`` for a smoke run with small sample sizes; ``--set`` changes a surrogate parameter for
+every row; ``--save-dir`` keeps each fitted surrogate and loads it on a rerun; ``--device``
 trains and runs the base network and the surrogate there: on a GPU, ``--dataset mnist --full``
 takes about a minute per seed)
 """
@@ -55,6 +56,7 @@ import argparse
 import ast
 import copy
 import dataclasses
+import hashlib
 import math
 import os
 import platform
@@ -332,6 +334,35 @@ def load(dataset: str, n_surrogate: int = 6000) -> dict:
 FULL = ("mnist", "fashion")
 
 
+def _fit_or_load(save_dir, name, clf, seed, overrides, X_held, fit_kw) -> RRISESurrogate:
+    """``RRISESurrogate(clf, random_state=seed, **overrides).fit(X_held)``, kept in ``save_dir``.
+
+    With ``save_dir`` the fitted surrogate is written there (``rrise_sklearn.save``, with its
+    training inputs and counts) under a name that digests the settings, and a later run with
+    the same settings loads it instead of training again (its one-time figures are the
+    first run's). A saved surrogate over another base network is refused.
+    """
+    from rrise_sklearn import load, save
+    from rrise_sklearn.sampling import _model_digest
+
+    if save_dir is None:
+        return RRISESurrogate(clf, random_state=seed, **overrides).fit(X_held, **fit_kw)
+    settings = {k: v for k, v in overrides.items() if k not in ("cache_dir", "device")}
+    key = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:12]
+    path = os.path.join(save_dir, f"{name}-{key}")
+    if os.path.exists(path):
+        sur = load(path)
+        if _model_digest(sur.smoothed_.module_) != _model_digest(clf.module_):
+            raise SystemExit(f"{path} was fitted over another base network; delete it to refit")
+        sur.set_params(**{k: v for k, v in overrides.items() if k in ("cache_dir", "device")})
+        print(f"{'':26s}loaded {path} (one-time figures: the run that trained it)", flush=True)
+        return sur
+    sur = RRISESurrogate(clf, random_state=seed, **overrides).fit(X_held, **fit_kw)
+    os.makedirs(save_dir, exist_ok=True)
+    save(sur, path, include_training_data=True)
+    return sur
+
+
 def bench_sigma(
     sigma: float,
     seeds: list[int],
@@ -342,6 +373,7 @@ def bench_sigma(
     n_surrogate: int = 6000,
     cache_dir: str | None = None,
     compare_scale: tuple = (),
+    save_dir: str | None = None,
 ) -> dict:
     data = load(dataset, n_surrogate)
     full = dataset in FULL
@@ -398,7 +430,8 @@ def bench_sigma(
                  "gap_scaled": {a: [] for a in compare_scale}}  # fmt: skip
     first = None
     for seed in seeds:
-        sur = RRISESurrogate(clf, random_state=seed, **overrides).fit(X_held, **fit_kw)
+        name = f"{dataset}-{sigma}-{len(data.get('surrogate', X_base))}-seed{seed}"
+        sur = _fit_or_load(save_dir, name, clf, seed, overrides, X_held, fit_kw)
         am = sur.amortization_
         fixed = am["targets"] + am["training"] + am["calibration"]
         res = sur.certify(X_test)
@@ -533,6 +566,10 @@ def main() -> None:
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a surrogate parameter (Python literal) for every row, e.g. n_calibration=100000",
     )  # fmt: skip
+    ap.add_argument(
+        "--save-dir", default=None,
+        help="keep each fitted surrogate here; a rerun with the same settings loads it",
+    )  # fmt: skip
     args = ap.parse_args()
     overrides = {}
     if args.dataset == "mnist5k" and not args.full:  # lowered to fit 2 CPU cores: not defaults
@@ -567,6 +604,7 @@ def main() -> None:
             args.train_images,
             args.cache_dir,
             args.compare_scale,
+            args.save_dir,
         )  # fmt: skip
         for s in args.sigmas
     }
