@@ -101,3 +101,22 @@ def test_a_surrogate_that_splits_x_says_so(known_linear):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RRISESurrogate(FrozenEstimator(smoothed), **params).fit(X, train_inputs="split")
+
+
+def test_a_long_surrogate_phase_names_the_settings_that_shrink_it(digits, monkeypatch):
+    X, y = digits
+    clf = SmoothedClassifier(MLP, **SMALL).fit(X[:200], y[:200])
+    # 200 training inputs x 3 x 500 = 300,000 target passes and 120 x 2,000 = 240,000
+    # calibration passes at 50/s: each phase over an hour
+    monkeypatch.setattr(sampling, "_probe_rate", lambda forward, X, device: 50.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        RRISESurrogate(FrozenEstimator(clf), n_members=1, n_targets=500, n_augment=2,
+                       n_calibration=2_000, n_refine=None, max_epochs=1, random_state=0,
+                       ).fit(X[200:320])  # fmt: skip
+    texts = [str(w.message) for w in caught if "To shrink it" in str(w.message)]
+    targets = [t for t in texts if "targets n=500" in t]
+    calibration = [t for t in texts if "calibration n=2000" in t]
+    assert targets and "lower n_targets and n_augment" in targets[0], texts
+    assert "Large training sets" in targets[0]
+    assert calibration and "lower n_calibration" in calibration[0], texts
