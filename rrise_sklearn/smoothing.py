@@ -1086,10 +1086,10 @@ def _announce(est: SmoothedClassifier, X: np.ndarray, n: int, desc: str, verbose
         "subset; an RRISESurrogate certifies in one forward pass",
         "targets": "lower n_targets and n_augment, spending the budget on more images with "
         "fewer samples each (n_targets=200, n_augment=4 over 30,000 images did better than "
-        "1,000 over 6,000 on full MNIST: user guide, 'Large training sets'), or pass a subset "
-        "as train_inputs",
-        "calibration": "lower n_calibration (the radius ceiling falls with it) or calibrate on "
-        "fewer inputs",
+        "1,000 over 6,000 on full MNIST and Fashion-MNIST: user guide, 'Large training "
+        "sets'), or pass a subset as train_inputs",
+        "calibration": "lower n_calibration (the radius ceiling falls with it) or n_refine, or "
+        "calibrate on fewer inputs",
     }.get(phase, "lower the number of samples or of inputs")
     announce_cost(
         est.module_, X, len(X) * int(n), what=f"{type(est).__name__} {desc} "
