@@ -66,6 +66,7 @@ import time
 import numpy as np
 import torch
 from bench_rrise import uncalibrated, wrong_rate
+from lever_cap_margin import deploy as deploy_cap_margin
 
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier
 from rrise_sklearn.demo import load_demo_data
@@ -191,23 +192,13 @@ def _cap_diagnostic(
             whatif.append(
                 f"W={W:g}: tau {tau_w:.3f}, " + figures(y_hat - np.where(t_cap, tau_w / W, tau_w))
             )
-        # a margin at the cap: inputs at the cap deduct D = max(c, their own threshold) and
-        # count as exceedances (score +inf) where their score is above it, else -inf; the
-        # inputs below the cap get one threshold of those scores and theirs (a marginal
-        # guarantee; the misses at the cap never exceed their group's share, so the threshold
-        # is finite; the group's own rank over m_cap, not m_cap + 1, for the calibration's D)
+        # a margin at the cap (benchmarks/lever_cap_margin.py: the construction and its check)
         if sur.calibration_.own.all():
-            s_cap = np.sort(s[at_cap])
-            q_cal = s_cap[math.ceil((1 - sur.alpha_conf) * len(s_cap)) - 1]
             for c in (0.05, 0.1, 0.2):
-                d_cal = max(c, q_cal)
-                d_new = max(c, float(sur.threshold_[0]))
-                s_c = np.where(at_cap, np.where(s > d_cal, np.inf, -np.inf), s)
-                tau_c = conformal_threshold(s_c, sur.alpha_conf)
+                d_new, tau_c, misses = deploy_cap_margin(s, at_cap, c, sur.alpha_conf)
                 whatif.append(
-                    f"margin max({c:g}, own) at the cap (deducts {d_new:.3f}; "
-                    f"{int((at_cap & (s > d_cal)).sum())} misses): tau {tau_c:.3f} below, "
-                    + figures(y_hat - np.where(t_cap, d_new, tau_c))
+                    f"margin max({c:g}, own) at the cap (deducts {d_new:.3f}; {misses} misses): "
+                    f"tau {tau_c:.3f} below, " + figures(y_hat - np.where(t_cap, d_new, tau_c))
                 )
         return (
             f"radius ceiling sigma*(cap - tau at the cap) = "

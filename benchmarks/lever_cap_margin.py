@@ -34,9 +34,10 @@ from rrise_sklearn.calibration import conformal_threshold
 
 def deploy(
     s: np.ndarray, cap: np.ndarray, c: float, alpha: float, broken: bool = False
-) -> tuple[float, float]:
-    """The deduction at the cap and the threshold below it, from calibration scores.
+) -> tuple[float, float, int]:
+    """The deduction at the cap, the threshold below it and the misses at the cap counted.
 
+    From calibration scores ``s`` and their group (``cap``: predicted at the cap).
     ``broken``: the misses at the cap are not counted (all ``-inf``), on purpose.
     """
     sc = np.sort(s[cap])
@@ -44,7 +45,7 @@ def deploy(
     q = sc[math.ceil((1 - alpha) * len(sc)) - 1]
     miss = (s > max(c, q)) & (not broken)
     t = np.where(cap, np.where(miss, np.inf, -np.inf), s)
-    return max(c, float(tau_own)), conformal_threshold(t, alpha)
+    return max(c, float(tau_own)), conformal_threshold(t, alpha), int((cap & miss).sum())
 
 
 def main() -> None:
@@ -74,7 +75,7 @@ def main() -> None:
             s = np.where(cap, at_cap(m + 1), below(m + 1))
             if min(cap.sum(), (~cap).sum()) < 2 / alpha:  # both groups large (the bag's sizes)
                 continue
-            d, tau_b = deploy(s[:m], cap[:m], c, alpha, args.broken)
+            d, tau_b, _ = deploy(s[:m], cap[:m], c, alpha, args.broken)
             g = 0 if cap[m] else 1
             seen[g] += 1
             wrong[g] += s[m] > (d if g == 0 else tau_b)
