@@ -39,11 +39,14 @@ interrupted run resumes; ``--loss probit`` trains with ``ProbitTailLoss``.
 
 ``--compare-scale A [B ...]``: each seed's network is also recalibrated with the locally
 adaptive score ``score_scale=A`` (same network, same first-stage calibration counts, its own
-staged refinement) and printed as another row: the score's effect alone.
+staged refinement) and printed as another row: the score's effect alone. ``--recalibrate
+"NAME=VALUE[;NAME=VALUE]"`` does the same with any calibration parameters, e.g.
+``--recalibrate "mondrian='cap_margin'"`` (the margin at the cap, user guide).
 
 Run: ``.venv/bin/python benchmarks/bench_rrise_defaults.py [--sigmas 0.25 0.5] [--seeds 0 1 2]
 [--dataset digits|mnist5k|mnist|fashion] [--train-images N] [--cache-dir DIR] [--loss ce|probit]
-[--full] [--set NAME=VALUE ...] [--compare-scale A ...] [--save-dir DIR] [--no-baseline]
+[--full] [--set NAME=VALUE ...] [--compare-scale A ...] [--recalibrate P ...] [--save-dir DIR]
+[--no-baseline]
 [--device cuda]``
 (``--quick`` for a smoke run with small sample sizes; ``--set`` changes a surrogate parameter for
 every row; ``--save-dir`` keeps each fitted surrogate and loads it on a rerun; ``--no-baseline``
@@ -256,8 +259,9 @@ def _cap_diagnostic(
 
 
 def _tau(sur: RRISESurrogate) -> str:
-    """The threshold(s) as printed: with mondrian="cap", both groups' and the pooled one."""
-    if sur.calibration_.grouping != "cap":
+    """The threshold(s) as printed: with mondrian="cap" (or "cap_margin"), both groups' and the
+    pooled one."""
+    if sur.calibration_.grouping not in ("cap", "cap_margin"):
         return str(np.round(sur.threshold_, 3))
     own = sur.calibration_.own
     which = {(True, True): "own", (False, False): "pooled"}.get(
@@ -438,7 +442,7 @@ def bench_sigma(
     for b, acc_b in curve.items():  # the budget curve (simulated from i.i.d. pooled samples)
         print(_row(f"  CERTIFY at n={b:,}", acc_b, float("nan"), "from the reference pool"))
     out: dict = {"gap": [], "speedup": [], "break_even": [], "one_time": [], "latency": [],
-                 "gap_scaled": {a: [] for a in compare_scale}}  # fmt: skip
+                 "gap_scaled": {label: [] for label, _ in compare_scale}}  # fmt: skip
     first = None
     for seed in seeds:
         name = f"{dataset}-{sigma}-{len(data.get('surrogate', X_base))}-seed{seed}"
@@ -481,19 +485,19 @@ def bench_sigma(
         print(f"{'':26s}calibration: {_stage_use(sur)}", flush=True)
         diag = _cap_diagnostic(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
         print(f"{'':26s}cap: {diag}", flush=True)
-        for a in compare_scale:  # the same network, recalibrated with the adaptive score
+        for label, params in compare_scale:  # the same network, recalibrated
             t0 = time.perf_counter()
-            scaled = copy.deepcopy(sur).set_params(score_scale=a)
+            scaled = copy.deepcopy(sur).set_params(**params)
             scaled.conformalize(X_held)
             t_cal = time.perf_counter() - t0
             res_s = scaled.certify(X_test)
             acc_s = certified_accuracy(y_test, res_s.prediction, res_s.radius, RADII)
             gap_s = float(np.mean(100 * (acc_mc[:4] - acc_s[:4])))
             wrong_s, pos_s = wrong_rate(res_s, ref, clf.classes_, sigma)
-            out["gap_scaled"][a].append(gap_s)
+            out["gap_scaled"][label].append(gap_s)
             print(
                 _row(
-                    f"  score_scale={a:g}",
+                    f"  {label}",
                     acc_s,
                     average_certified_radius(y_test, res_s.prediction, res_s.radius),
                     f"wrong {wrong_s}/{pos_s}, beyond the reference's upper bound "
@@ -575,6 +579,11 @@ def main() -> None:
         help="also recalibrate each seed's network with score_scale=A (a row per value)",
     )  # fmt: skip
     ap.add_argument(
+        "--recalibrate", action="append", default=[], metavar="NAME=VALUE[;NAME=VALUE]",
+        help="also recalibrate each seed's network with these parameters (a row per option), "
+        "e.g. \"mondrian='cap_margin';cap_margin=0.2\"",
+    )  # fmt: skip
+    ap.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a surrogate parameter (Python literal) for every row, e.g. n_calibration=100000",
     )  # fmt: skip
@@ -602,6 +611,14 @@ def main() -> None:
         overrides[name] = ast.literal_eval(value)
     if args.set:
         print(f"surrogate settings set for every row (not the defaults): {overrides}")
+    # recalibrations of each seed's network: (label, parameters) per row
+    compare = [(f"score_scale={a:g}", {"score_scale": a}) for a in args.compare_scale]
+    for item in args.recalibrate:
+        params = {}
+        for part in item.split(";"):
+            name, _, value = part.partition("=")
+            params[name.strip()] = ast.literal_eval(value.strip())
+        compare.append((item, params))
     gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else ""
     print(
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -617,7 +634,7 @@ def main() -> None:
             args.device,
             args.train_images,
             args.cache_dir,
-            args.compare_scale,
+            compare,
             args.save_dir,
             not args.no_baseline,
         )  # fmt: skip
@@ -632,9 +649,9 @@ def main() -> None:
             f"queries; one-time {np.mean(o['one_time']):.0f} s; one input per call "
             f"{1e3 * np.mean(o['latency']):.2f} ms"
         )
-        for a, gs in o["gap_scaled"].items():
+        for label, gs in o["gap_scaled"].items():
             gs = np.array(gs)
-            print(f"sigma={s}: score_scale={a:g}: mean gap {gs.mean():.2f} pts "
+            print(f"sigma={s}: {label}: mean gap {gs.mean():.2f} pts "
                   f"({gs.min():.2f}-{gs.max():.2f})")  # fmt: skip
 
 

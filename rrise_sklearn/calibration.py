@@ -40,6 +40,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 __all__ = [
     "calibrated_lower",
+    "cap_margin_thresholds",
     "conformal_rank",
     "conformity_scores",
     "conformal_threshold",
@@ -216,6 +217,106 @@ def two_group_thresholds(
             thresholds[j] = conformal_threshold(s[g == j], alpha_conf)
             own[j] = True
     return thresholds, own, pooled
+
+
+def cap_margin_thresholds(
+    scores: Any, below: Any, alpha_conf: float, margin: float, below_factor: float = 3.0
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Two groups sharing one budget: a margin at the prediction cap, the rest below it.
+
+    The cap split (:func:`two_group_thresholds`) spends ``alpha_conf`` in each
+    group. When the surrogate is almost never wrong at the cap, the group at the
+    cap leaves its budget unused while the inputs below the cap pay their own
+    tail. Here the group at the cap (``below`` false) deducts at least a fixed
+    ``margin`` and the inputs below the cap get the budget it does not use:
+
+    * at the cap: ``D = max(margin, tau_cap)``, ``tau_cap`` the group's own
+      conformal threshold (as in the cap split);
+    * below the cap: the conformal order statistic (rank
+      ``conformal_rank(m, alpha_conf)``) of all ``m`` scores, where a score at
+      the cap becomes ``+inf`` if it exceeds ``max(margin, q)`` (``q``: the
+      ``ceil((1 - alpha_conf) m_cap)``-th smallest score at the cap) and
+      ``-inf`` otherwise; raised to the below-cap group's own threshold at level
+      ``below_factor * alpha_conf``.
+
+    Guarantee (exchangeable calibration and new input; proof in the user guide,
+    "A margin at the cap"): a new input's score exceeds its threshold with
+    probability at most ``alpha_conf`` overall; at most ``alpha_conf`` among
+    inputs at the cap and at most ``below_factor * alpha_conf`` among inputs
+    below it. Each group gets its threshold only when the calibration set plus
+    the new input hold ``min_calibration_size(alpha_conf) + 1`` inputs of both
+    groups, else the pooled threshold (as in :func:`two_group_thresholds`).
+
+    Parameters
+    ----------
+    scores : array-like of shape (m,)
+        Calibration scores.
+    below : array-like of shape (m,) of bool
+        Whether each calibration input is predicted below the prediction cap.
+    alpha_conf : float
+        Conformal miscoverage level.
+    margin : float
+        The least deduction at the cap (``>= 0``, probit units).
+    below_factor : float, default=3.0
+        The most the group below the cap may be wrong among itself, in units of
+        ``alpha_conf`` (``>= 1``).
+
+    Returns
+    -------
+    thresholds : ndarray of shape (2,)
+        The threshold of a new input at the cap and below it.
+    own : ndarray of shape (2,) of bool
+        Whether that threshold is the group's (``False``: pooled).
+    pooled : float
+        The pooled threshold of all scores.
+    ranks : ndarray of shape (2,)
+        1-based rank, within its group's calibration scores, of the order statistic
+        each group's law of exceedances uses (``m_group + 1``: infinite; 0 where
+        the group gets the pooled threshold): the cap's own threshold (``D`` is
+        at least it) and the threshold below the cap.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rrise_sklearn.calibration import cap_margin_thresholds, two_group_thresholds
+    >>> rng = np.random.default_rng(0)
+    >>> below = np.repeat([False, True], [600, 400])
+    >>> scores = np.where(below, rng.random(1000), -0.5)  # never wrong at the cap
+    >>> thr, own, pooled, ranks = cap_margin_thresholds(scores, below, 0.01, margin=0.1)
+    >>> split = two_group_thresholds(scores, below, 0.01)[0]
+    >>> round(float(thr[0]), 2), bool(thr[1] < split[1])
+    (0.1, True)
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    b = np.asarray(below).ravel().astype(bool)
+    if len(b) != len(s):
+        raise ValueError(f"scores and below differ in length ({len(s)} and {len(b)}).")
+    margin = float(margin)
+    if not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0; got {margin!r}.")
+    if not (np.isfinite(below_factor) and below_factor >= 1):
+        raise ValueError(f"below_factor must be >= 1; got {below_factor!r}.")
+    thresholds, own, pooled = two_group_thresholds(s, b, alpha_conf)
+    ranks = np.zeros(2, dtype=np.int64)
+    if not own.any():
+        return thresholds, own, pooled, ranks
+    at, bl = np.sort(s[~b]), np.sort(s[b])
+    m_cap, m_b = len(at), len(bl)
+    rank_cap = conformal_rank(m_cap, alpha_conf)
+    # the misses at the cap: scores above max(margin, q), q at rank ceil((1 - alpha) m_cap)
+    q = at[int(math.ceil(m_cap * (1.0 - alpha_conf) - 1e-9)) - 1]
+    misses = int((at > max(margin, q)).sum())
+    # the order statistic of the transformed scores: m_cap - misses at -inf come first, then
+    # the scores below the cap, then the misses at +inf; so it is a below-cap score's rank
+    rank_b = conformal_rank(len(s), alpha_conf) - (m_cap - misses)
+    rank_b = max(rank_b, conformal_rank(m_b, min(below_factor * alpha_conf, 0.5)))
+    if own[0]:
+        thresholds[0] = max(margin, float(at[rank_cap - 1]))
+        ranks[0] = rank_cap
+    if own[1]:
+        thresholds[1] = float(bl[rank_b - 1]) if rank_b <= m_b else np.inf
+        ranks[1] = rank_b
+    return thresholds, own, pooled, ranks
 
 
 def exceedance_distribution(m_new: Any, m_cal: Any, rank: Any) -> np.ndarray:

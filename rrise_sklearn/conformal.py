@@ -9,7 +9,8 @@ surrogate's weights). It is made once by ``conformalize`` and never changed.
 How calibration inputs are grouped is resolved once into a grouping object
 (:func:`resolve_grouping`): :class:`Pooled` (one threshold), :class:`ByClass`
 (one per predicted class) or :class:`CapSplit` (one for inputs predicted at the
-prediction cap, one for the others, falling back to the pooled threshold). Each
+prediction cap, one for the others, falling back to the pooled threshold) or
+:class:`CapMargin` (the same groups sharing one budget: a margin at the cap). Each
 knows which inputs its thresholds depend on (:meth:`Pooled.promote`), how to fit
 them and which exceedance law a dataset-level bound or a drift test uses.
 
@@ -31,6 +32,7 @@ import numpy as np
 from . import stats
 from ._validation import check_nonnegative
 from .calibration import (
+    cap_margin_thresholds,
     conformal_rank,
     conformal_threshold,
     mapie_threshold,
@@ -43,6 +45,7 @@ from .ensemble import WeightWatch, state_digest
 __all__ = [
     "ByClass",
     "CalibrationViews",
+    "CapMargin",
     "CapSplit",
     "ConformalCalibration",
     "Pooled",
@@ -270,10 +273,16 @@ class CapSplit:
         for j, g in enumerate((np.flatnonzero(~below), np.flatnonzero(below))):
             if own[j]:
                 promote[g[scores[g] >= thr[j]]] = True
+        return self._with_fallback(promote, scores, below, own, pooled)
+
+    @staticmethod
+    def _with_fallback(promote: np.ndarray, scores: np.ndarray, below: np.ndarray,
+                       own: np.ndarray, pooled: float) -> np.ndarray:  # fmt: skip
+        """Also the scores at or above the pooled threshold when a group falls back to it; never
+        a score <= 0 at the cap (it already certifies the cap: more samples would only push
+        the threshold below 0, certificates beyond the cap)."""
         if not own.all():
             promote[scores >= pooled] = True
-        # a score <= 0 at the cap already certifies the cap; more samples would only push
-        # the threshold below 0 (certificates beyond the cap), so leave it
         promote[~below & (scores <= CAP_TIE)] = False
         return promote
 
@@ -285,6 +294,11 @@ class CapSplit:
         for j, sel in enumerate((~below, below)):
             if own[j]:
                 cross_check_with_mapie(y_hat[sel], y_mc[sel], thr[j], alpha_conf)
+        return self._fields(thr, own, pooled, below)
+
+    @staticmethod
+    def _fields(thr: np.ndarray, own: np.ndarray, pooled: float, below: np.ndarray) -> dict:
+        """The calibration fields of a two-group threshold."""
         return {
             "thresholds": thr,
             "own": own,
@@ -293,14 +307,63 @@ class CapSplit:
         }
 
 
-GROUPINGS = ("pooled", "class", "cap")
+class CapMargin(CapSplit):
+    """The cap split's groups sharing one budget: a margin at the cap, the rest below.
+
+    Inputs at the prediction cap deduct ``max(margin, own threshold)``; the
+    inputs below the cap get the conformal budget the cap leaves unused, at
+    most ``below_factor * alpha_conf`` among themselves
+    (:func:`~rrise_sklearn.calibration.cap_margin_thresholds`). Same fallback to
+    the pooled threshold as :class:`CapSplit`.
+    """
+
+    name = "cap_margin"
+
+    def __init__(self, margin: float, below_factor: float = 3.0) -> None:
+        self.margin = float(margin)
+        self.below_factor = float(below_factor)
+
+    def _thresholds(self, scores: np.ndarray, below: np.ndarray, alpha_conf: float) -> tuple:
+        return cap_margin_thresholds(scores, below, alpha_conf, self.margin, self.below_factor)
+
+    def promote(self, scores: np.ndarray, top: np.ndarray, below: np.ndarray,
+                alpha_conf: float) -> np.ndarray:  # fmt: skip
+        # every score the thresholds read: below the cap, those at or above its threshold;
+        # at the cap, those above the margin and at or above q (the quantile that decides
+        # the misses; the own threshold is at least q): the staged bounds then equal those
+        # of full refinement (user guide, "A margin at the cap")
+        thr, own, pooled, _ = self._thresholds(scores, below, alpha_conf)
+        promote = np.zeros(len(scores), dtype=bool)
+        if own.any():
+            at = np.flatnonzero(~below)
+            sc = np.sort(scores[at])
+            q = sc[int(np.ceil(len(sc) * (1.0 - alpha_conf) - 1e-9)) - 1]
+            promote[at[(scores[at] > self.margin) & (scores[at] >= q)]] = True
+            if own[1]:
+                b = np.flatnonzero(below)
+                promote[b[scores[b] >= thr[1]]] = True
+        return self._with_fallback(promote, scores, below, own, pooled)
+
+    def fit(self, y_hat: np.ndarray, y_mc: np.ndarray, top: np.ndarray, below: np.ndarray,
+            alpha_conf: float) -> dict:  # fmt: skip
+        scores = y_hat - y_mc
+        thr, own, pooled, ranks = self._thresholds(scores, below, alpha_conf)
+        cross_check_with_mapie(y_hat, y_mc, pooled, alpha_conf)
+        return {**self._fields(thr, own, pooled, below), "cap_margin": self.margin,
+                "below_factor": self.below_factor, "threshold_ranks": ranks}  # fmt: skip
 
 
-def resolve_grouping(mondrian: Any, pac_delta: float | None, n_classes: int) -> Pooled | CapSplit:
+GROUPINGS = ("pooled", "class", "cap", "cap_margin")
+
+
+def resolve_grouping(mondrian: Any, pac_delta: float | None, n_classes: int,
+                     cap_margin: float = 0.1) -> Pooled | CapSplit:  # fmt: skip
     """The grouping of ``RRISESurrogate(mondrian=...)``, resolved once.
 
     ``"auto"`` is the cap split, or one threshold with ``pac_delta``; ``False`` one
-    threshold; ``"class"`` (or ``True``) one per predicted class; ``"cap"`` the cap split.
+    threshold; ``"class"`` (or ``True``) one per predicted class; ``"cap"`` the cap
+    split; ``"cap_margin"`` the cap split's groups sharing one budget, with
+    ``cap_margin`` the least deduction at the cap.
 
     Examples
     --------
@@ -312,6 +375,8 @@ def resolve_grouping(mondrian: Any, pac_delta: float | None, n_classes: int) -> 
         mondrian = False if pac_delta is not None else "cap"
     if mondrian == "cap":
         return CapSplit()
+    if mondrian == "cap_margin":
+        return CapMargin(cap_margin)
     if mondrian is True or mondrian == "class":
         return ByClass(n_classes, pac_delta)
     return Pooled(pac_delta)
@@ -421,7 +486,7 @@ class ConformalCalibration:
 
     Attributes
     ----------
-    grouping : {"pooled", "class", "cap"}
+    grouping : {"pooled", "class", "cap", "cap_margin"}
         How inputs get their threshold.
     alpha_conf : float
         Conformal miscoverage level.
@@ -429,7 +494,7 @@ class ConformalCalibration:
         Level of a PAC threshold (``None``: marginal).
     thresholds : ndarray
         One threshold (pooled), one per class index (class; ``inf``: none),
-        or ``[at the cap, below the cap]`` (cap).
+        or ``[at the cap, below the cap]`` (cap, cap_margin).
     scores : ndarray of shape (m,)
         The calibration's conformity scores (after the staged refinement).
     classes : ndarray of shape (m,)
@@ -454,8 +519,15 @@ class ConformalCalibration:
     first_stage_alpha : float or None
         Level of the first stage's bounds.
     own, group_sizes, pooled_threshold
-        The cap split's: whether each group has its own threshold, the groups'
-        sizes and the pooled threshold (``None`` for other groupings).
+        The cap split's (and the margin's): whether each group has its own
+        threshold, the groups' sizes and the pooled threshold (``None`` for
+        other groupings).
+    cap_margin, below_factor, threshold_ranks
+        The margin at the cap's (``None`` for other groupings): the least
+        deduction at the cap, the most the group below the cap may be wrong
+        among itself in units of ``alpha_conf``, and the rank within its group
+        of the order statistic each group's law of exceedances uses
+        (:func:`~rrise_sklearn.calibration.cap_margin_thresholds`).
     score_scale : float or None
         Coefficient of the locally adaptive score (:func:`headroom_scale`):
         ``scores`` and ``thresholds`` are in units of ``d`` and a certificate is
@@ -486,13 +558,16 @@ class ConformalCalibration:
     pooled_threshold: float | None = None
     score_scale: float | None = None
     floor_bound: bool = False
+    cap_margin: float | None = None
+    below_factor: float | None = None
+    threshold_ranks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}; got {self.grouping!r}.")
         self._check_fields()
         for name in ("thresholds", "scores", "classes", "refine_levels", "first_stage_scores",
-                     "own", "group_sizes"):  # fmt: skip
+                     "own", "group_sizes", "threshold_ranks"):  # fmt: skip
             v = getattr(self, name)
             if isinstance(v, np.ndarray):
                 v = v.copy()
@@ -513,7 +588,7 @@ class ConformalCalibration:
         arr("scores", "f")
         arr("classes", "iu", m)
         arr("refine_levels", "iu", m)
-        arr("thresholds", "f", {"pooled": 1, "cap": 2}.get(self.grouping))
+        arr("thresholds", "f", {"pooled": 1, "cap": 2, "cap_margin": 2}.get(self.grouping))
         if self.first_stage_scores is not None:
             arr("first_stage_scores", "f", m)
         for name in ("alpha_conf", "prediction_cap"):
@@ -531,11 +606,21 @@ class ConformalCalibration:
         check_nonnegative(self.score_scale, "calibration field score_scale")
         if not isinstance(self.floor_bound, (bool, np.bool_)):
             raise ValueError("calibration field floor_bound must be true or false")
-        if self.grouping == "cap":
+        if self.grouping in ("cap", "cap_margin"):
             arr("own", "b", 2)
             arr("group_sizes", "iu", 2)
             if not isinstance(self.pooled_threshold, (int, float, np.floating)):
                 raise ValueError("calibration field pooled_threshold must be a number")
+        if self.grouping == "cap_margin":
+            arr("threshold_ranks", "iu", 2)
+            for name, low in (("cap_margin", 0.0), ("below_factor", 1.0)):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not (
+                    np.isfinite(v) and v >= low
+                ):  # fmt: skip
+                    raise ValueError(f"calibration field {name} must be a number >= {low}")
+            if ((self.threshold_ranks < 0) | (self.threshold_ranks > self.group_sizes + 1)).any():
+                raise ValueError("calibration field threshold_ranks must lie in 0..group size + 1")
 
     # -- what users read -------------------------------------------------
     @property
@@ -562,7 +647,7 @@ class ConformalCalibration:
         """The calibrated threshold of each input (``y_hat``: capped probit predictions)."""
         if self.grouping == "pooled":
             return np.full(len(top), self.thresholds[0])
-        if self.grouping == "cap":
+        if self.grouping in ("cap", "cap_margin"):
             return self.thresholds[self.below_cap(y_hat).astype(np.int64)]
         return self.thresholds[top]
 
@@ -636,9 +721,11 @@ class ConformalCalibration:
         thresholds the calibration deployed (own or pooled, decided from the
         calibration's group sizes): the group laws hold given the groups, the
         pooled law holds marginally, so each gets half the level, in every
-        calibration.
+        calibration. With the margin at the cap the two groups' laws are not
+        convolved (user guide, "A margin at the cap"): the cap, the inputs below it
+        and the pooled law get a third each.
         """
-        if self.grouping != "cap":
+        if self.grouping not in ("cap", "cap_margin"):
             return {"conformal_groups": self._exceedance_groups(top)}
         below = self.below_cap(y_hat)
         own = self.own
@@ -647,12 +734,23 @@ class ConformalCalibration:
         laws = []
         if own.any():
             j = np.flatnonzero(own)
-            rank = np.array([conformal_rank(int(sizes_cal[i]), self.alpha_conf) for i in j])
-            laws.append(_law(sizes_new[j], sizes_cal[j], rank))
+            if self.grouping == "cap_margin":
+                # one law per group, each at its own share: at the cap the exceedances of
+                # the group's own threshold (the deduction is at least it); below it, of the
+                # order statistic the shared budget picked, which given the groups and the
+                # scores at the cap is that rank of i.i.d. scores below the cap (its law
+                # holds given them, the cap's only marginally, so they are not convolved)
+                ranks = np.asarray(self.threshold_ranks, dtype=np.int64)
+                laws += [_law(sizes_new[i], sizes_cal[i], ranks[i]) for i in j]
+            else:
+                rank = np.array([conformal_rank(int(sizes_cal[i]), self.alpha_conf) for i in j])
+                laws.append(_law(sizes_new[j], sizes_cal[j], rank))
         if not own.all():
             # inputs of a group without its own threshold: count every new input against
             # the pooled threshold (at least as many exceedances)
             laws.append(_pooled_law(len(top), self.n_calibration, self.alpha_conf, None))
+        if self.grouping == "cap_margin":
+            return {"conformal_groups": laws, "conformal_split": 3}
         return {"conformal_groups": laws, "conformal_split": 2}
 
     def drift_test(self, scores: np.ndarray, top: np.ndarray, y_hat: np.ndarray
@@ -663,7 +761,7 @@ class ConformalCalibration:
         computed the same way whichever thresholds the calibration deployed, so its
         law needs no condition. Otherwise the scores above each input's threshold.
         """
-        if self.grouping == "cap":
+        if self.grouping in ("cap", "cap_margin"):
             tested = scores > self.pooled_threshold
             return tested, _pooled_law(len(scores), self.n_calibration, self.alpha_conf, None)
         return scores > self.threshold_for(top, y_hat), self._exceedance_groups(top)

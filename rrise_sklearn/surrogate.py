@@ -74,7 +74,7 @@ __all__ = [
     "VerificationReport",
 ]
 
-GROUPING_NAMES = ("auto", "class", "cap")
+GROUPING_NAMES = ("auto", "class", "cap", "cap_margin")
 
 # the conformity score: the surrogate's miss on the PhiInv scale (method.md section 3);
 # the headroom and probability scores of rrise_sklearn.calibration measured worse here
@@ -198,12 +198,16 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         on part of ``X`` (see :meth:`fit`).
     smoothed_size : float, default=0.5
         Part of ``X`` used to fit an unfitted ``smoothed``.
-    mondrian : {"auto", False, "class", "cap"}, default="auto"
+    mondrian : {"auto", False, "class", "cap", "cap_margin"}, default="auto"
         Groups with their own threshold
         (:func:`~rrise_sklearn.conformal.resolve_grouping`): ``False`` one
         threshold; ``"class"`` one per predicted class; ``"cap"`` inputs
         predicted at the cap and the others, with the pooled threshold as
-        fallback; ``"auto"`` is ``"cap"``, or ``False`` with ``pac_delta``.
+        fallback; ``"cap_margin"`` the same groups sharing one budget: inputs
+        at the cap deduct at least ``cap_margin`` and the others get the
+        budget the cap leaves unused, at most ``3 * alpha_conf`` among themselves
+        (user guide, "A margin at the cap"); ``"auto"`` is ``"cap"``, or
+        ``False`` with ``pac_delta``.
     pac_delta : float, default=None
         If set, a training-conditional threshold valid with probability
         ``1 - pac_delta`` over the calibration draw.
@@ -215,6 +219,10 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         the cap, where the surrogate's errors are largest, get a wider margin
         and those near it a narrower one. Same guarantee (user guide);
         ``None``: the plain score.
+    cap_margin : float, default=0.1
+        With ``mondrian="cap_margin"``: the least probit-scale deduction of an
+        input predicted at the cap (the radius ceiling is
+        ``sigma * (prediction_cap_ - max(cap_margin, own threshold))``).
     n_members : int, default=5
         Networks in the surrogate's ensemble
         (:class:`~rrise_sklearn.ensemble.MeanLogProbEnsemble`), each with its own
@@ -286,6 +294,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         mondrian: bool | str = "auto",
         pac_delta: float | None = None,
         score_scale: float | None = None,
+        cap_margin: float = 0.1,
         n_members: int = 5,
         score_radius: float = 0.0,
         random_state: Any = None,
@@ -332,6 +341,7 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         self.mondrian = mondrian
         self.pac_delta = pac_delta
         self.score_scale = score_scale
+        self.cap_margin = cap_margin
         self.n_members = n_members
         self.score_radius = score_radius
         self.random_state = random_state
@@ -401,17 +411,23 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
             )
         if not (isinstance(self.mondrian, (bool, np.bool_)) or self.mondrian in GROUPING_NAMES):
             raise ValueError(
-                f"mondrian must be 'auto', False, 'class' or 'cap'; got {self.mondrian!r}."
+                f"mondrian must be 'auto', False, 'class', 'cap' or 'cap_margin'; got "
+                f"{self.mondrian!r}."
             )
         if self.mondrian is True:
             warnings.warn("mondrian=True is deprecated: pass mondrian='class' (the same grouping).",
                           FutureWarning, stacklevel=3)  # fmt: skip
         check_nonnegative(self.score_scale, "score_scale")
-        if self.mondrian == "cap" and self.pac_delta is not None:
+        if self.mondrian in ("cap", "cap_margin") and self.pac_delta is not None:
             raise ValueError(
-                "mondrian='cap' splits a marginal threshold; with pac_delta pass mondrian=False "
-                "(one threshold) or mondrian='class'."
+                f"mondrian={self.mondrian!r} splits a marginal threshold; with pac_delta pass "
+                "mondrian=False (one threshold) or mondrian='class'."
             )
+        m = self.cap_margin
+        if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(m) and m >= 0
+        ):  # fmt: skip
+            raise ValueError(f"cap_margin must be a finite number >= 0 (probit units); got {m!r}.")
 
     def _check_fitted(self, calibrated: bool = True, network_checked_later: bool = False) -> None:
         if not getattr(self, "initialized_", False) or not hasattr(self, "smoothed_"):
@@ -746,7 +762,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         draws = self._draws
         draws.check_streams(random_state, counts, refine_counts, bool(stages),
                             getattr(self, "train_counts_", None))  # fmt: skip
-        grouping = resolve_grouping(self.mondrian, self.pac_delta, len(self.classes_))
+        grouping = resolve_grouping(self.mondrian, self.pac_delta, len(self.classes_),
+                                    self.cap_margin)  # fmt: skip
         alpha_1 = self.alpha_mc_ / (1 + len(stages))  # alpha_mc split over the stages
         cap = prediction_cap(n_cal, alpha_1)
         top, y_hat, y_mc, k = self._calibration_evidence(

@@ -8,6 +8,7 @@ from scipy import stats as sps
 
 from rrise_sklearn.calibration import (
     calibrated_lower,
+    cap_margin_thresholds,
     conformal_rank,
     conformal_threshold,
     conformity_scores,
@@ -220,3 +221,103 @@ def test_two_group_thresholds_choose_own_or_pooled():
     assert own.all() and thr[0] == conformal_threshold(scores[10:], alpha)
     with pytest.raises(ValueError, match="differ in length"):
         two_group_thresholds(scores, group[:5], alpha)
+
+
+def _literal_cap_margin(scores, below, alpha, margin, factor=3.0, count_misses=True):
+    """The margin at the cap written out literally (an oracle for ``cap_margin_thresholds``):
+    transformed scores with +-inf, sorted; ``count_misses=False`` drops the misses at the
+    cap (every score at the cap becomes -inf), which is wrong on purpose."""
+    at = np.sort(scores[~below])
+    m_cap = len(at)
+    tau_cap = conformal_threshold(at, alpha)
+    q = at[math.ceil(m_cap * (1 - alpha) - 1e-9) - 1]
+    miss = (scores > max(margin, q)) & count_misses
+    t = np.where(below, scores, np.where(miss, np.inf, -np.inf))
+    tau_b = np.sort(t)[conformal_rank(len(t), alpha) - 1]
+    if factor is not None:
+        tau_b = max(tau_b, conformal_threshold(scores[below], min(factor * alpha, 0.5)))
+    return np.array([max(margin, tau_cap), tau_b])
+
+
+def _cap_margin_sets(alpha, rng):
+    """Sets of m + 1 (score, below) where each group is large enough for its own threshold:
+    scores at the cap around the margin, mostly under it (the budget goes below the cap),
+    above it (misses at the cap), as large as below the cap, tied at 0, with a margin of 0."""
+    n0 = min_calibration_size(alpha)
+    for size in (3 * n0, 8 * n0, 20 * n0):
+        for share in (0.3, 0.6, 0.7, 0.85):
+            n_cap = max(int(share * size), n0 + 2)
+            below = np.arange(size) >= n_cap
+            if below.sum() < n0 + 2:
+                continue
+            b = rng.exponential(1.0, size)
+            for at_cap, margin in (
+                (rng.normal(0.1, 0.05, size), 0.1),
+                (rng.normal(-0.3, 0.1, size), 0.1),
+                (rng.normal(0.3, 0.2, size), 0.1),
+                (rng.exponential(1.0, size), 0.1),
+                (np.zeros(size), 0.1),
+                (rng.normal(-0.5, 0.3, size), 0.0),
+            ):
+                yield np.where(below, b, at_cap), below, margin
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_cap_margin_thresholds_match_the_literal_construction(alpha):
+    rng = np.random.default_rng(1)
+    for scores, below, margin in _cap_margin_sets(alpha, rng):
+        for factor in (1.0, 3.0, 1e9):
+            thr, own, _, ranks = cap_margin_thresholds(scores, below, alpha, margin, factor)
+            assert own.all()
+            want = _literal_cap_margin(scores, below, alpha, margin, factor)
+            np.testing.assert_array_equal(thr, want)
+            bl = np.sort(scores[below])  # the law's rank names the threshold below the cap
+            assert thr[1] == (bl[ranks[1] - 1] if ranks[1] <= len(bl) else np.inf)
+            assert ranks[0] == conformal_rank(int((~below).sum()), alpha)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_cap_margin_thresholds_cover_every_set_exactly(alpha):
+    """Miscoverage computed exactly (each input of the set in turn is the new one): at most
+    alpha overall and at the cap, at most 3 alpha below it, in every set. Not counting the
+    misses at the cap breaks the overall bound by more than 1.5x on some set, and dropping
+    the floor at 3 alpha breaks the bound below the cap (so both checks can fail)."""
+    rng = np.random.default_rng(2)
+    worst = np.zeros(3)  # overall, at the cap, below (in units of alpha, 3 alpha)
+    worst_broken = worst_unfloored = 0.0
+    for scores, below, margin in _cap_margin_sets(alpha, rng):
+        miss = np.zeros(len(scores), dtype=bool)
+        miss_broken = miss.copy()
+        miss_unfloored = miss.copy()
+        for i in range(len(scores)):
+            keep = np.arange(len(scores)) != i
+            g = int(below[i])
+            thr, own, _, _ = cap_margin_thresholds(scores[keep], below[keep], alpha, margin)
+            assert own.all()
+            miss[i] = scores[i] > thr[g]
+            broken = _literal_cap_margin(scores[keep], below[keep], alpha, margin,
+                                         count_misses=False)  # fmt: skip
+            miss_broken[i] = scores[i] > broken[g]
+            unfloored = _literal_cap_margin(scores[keep], below[keep], alpha, margin, None)
+            miss_unfloored[i] = scores[i] > unfloored[g]
+        worst = np.maximum(worst, [miss.mean() / alpha, miss[~below].mean() / alpha,
+                                   miss[below].mean() / (3 * alpha)])  # fmt: skip
+        worst_broken = max(worst_broken, miss_broken.mean() / alpha)
+        worst_unfloored = max(worst_unfloored, miss_unfloored[below].mean() / (3 * alpha))
+    assert (worst <= 1 + 1e-12).all(), worst
+    assert worst_broken > 1.5, worst_broken
+    assert worst_unfloored > 1.0, worst_unfloored
+
+
+def test_cap_margin_thresholds_fall_back_and_refuse_bad_margins():
+    alpha = 0.1
+    scores = np.arange(40, dtype=float)
+    below = np.zeros(40, dtype=bool)
+    below[:5] = True  # 5 below the cap: too few for a threshold of their own
+    thr, own, pooled, ranks = cap_margin_thresholds(scores, below, alpha, 0.1)
+    assert not own.any() and (thr == pooled).all() and (ranks == 0).all()
+    for bad in (-0.1, np.nan, np.inf):
+        with pytest.raises(ValueError, match="margin must be a finite number"):
+            cap_margin_thresholds(scores, below, alpha, bad)
+    with pytest.raises(ValueError, match="below_factor must be >= 1"):
+        cap_margin_thresholds(scores, below, alpha, 0.1, below_factor=0.5)

@@ -15,7 +15,12 @@ from sklearn.model_selection import GridSearchCV
 from skorch.callbacks import EpochTimer
 
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier
-from rrise_sklearn.calibration import conformal_threshold, probit, two_group_thresholds
+from rrise_sklearn.calibration import (
+    cap_margin_thresholds,
+    conformal_threshold,
+    probit,
+    two_group_thresholds,
+)
 from rrise_sklearn.callbacks import EpochProgress
 from rrise_sklearn.conformal import (
     Pooled,
@@ -314,6 +319,48 @@ def test_cap_split_thresholds_equal_those_of_refining_every_input(linear_setup):
         RRISESurrogate(sur.smoothed, mondrian="cap", pac_delta=0.1, **SMALL).fit(X_cal)
     with pytest.raises(ValueError, match="mondrian must be"):
         RRISESurrogate(sur.smoothed, mondrian="groups", **SMALL).fit(X_cal)
+
+
+def test_cap_margin_thresholds_equal_those_of_refining_every_input(linear_setup):
+    """mondrian="cap_margin" with two stages: the deployed thresholds are the oracle's (every
+    input refined, scipy's beta quantiles, then cap_margin_thresholds) though only some inputs
+    had the second stage; the cap deducts at least cap_margin, certificates at the cap reach
+    sigma * (cap - that deduction), and the group below the cap pays less than the cap
+    split's own threshold when the cap leaves its budget unused."""
+    kl, sigma, sur = linear_setup
+    sur = copy.deepcopy(sur).set_params(
+        n_calibration=100, n_refine=1000, mondrian="cap_margin", cap_margin=0.05, alpha_conf=0.1
+    )
+    X_cal = _draw(kl, 300, np.random.default_rng(13))
+    c1 = sur.smoothed_.sample_counts(X_cal, 100, random_state=3, noise_sharing=1)
+    c2 = sur.smoothed_.sample_counts(X_cal, 1000, random_state=4, noise_sharing=1)
+    sur.conformalize(X_cal, counts=c1, refine_counts=c2)
+    cal = sur.calibration_
+    top, h, q = sur._top(sur._X(X_cal))
+    _, cap, _, full = _full_refinement(sur, top, h, q, [c1, c2], sur.alpha_mc_ / 2)
+    below = sur._prediction(h, q, cap) < cap
+    thr, own, pooled, ranks = cap_margin_thresholds(full, below, 0.1, 0.05)
+    assert own.all() and cal.grouping == "cap_margin" and cal.cap_margin == 0.05
+    np.testing.assert_allclose(cal.thresholds, thr, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(cal.threshold_ranks, ranks)
+    assert 0 < len(cal.refined) < len(X_cal)  # staged: not every input had the second stage
+    assert cal.thresholds[0] >= 0.05
+    split = two_group_thresholds(full, below, 0.1)[0]
+    assert cal.thresholds[1] <= split[1] + 1e-12
+    X = _draw(kl, 400, np.random.default_rng(14))
+    top, h, q = sur._top(X)
+    at_cap = sur._prediction(h, q, cap) >= cap
+    res = sur.certify(X)
+    assert at_cap.any() and (~at_cap).any()
+    np.testing.assert_allclose(res.radius[at_cap], sigma * (cap - cal.thresholds[0]), rtol=1e-9)
+    # the dataset-level laws: one per group (not convolved) and a third of the level each
+    info = res.info
+    assert info["conformal_split"] == 3 and len(info["conformal_groups"]) == 2
+    assert [int(g["rank"][0]) for g in info["conformal_groups"]] == ranks.tolist()
+    with pytest.raises(ValueError, match="cap_margin must be a finite number"):
+        RRISESurrogate(sur.smoothed, mondrian="cap_margin", cap_margin=-1, **SMALL).fit(X_cal)
+    with pytest.raises(ValueError, match="mondrian='cap_margin' splits a marginal"):
+        RRISESurrogate(sur.smoothed, mondrian="cap_margin", pac_delta=0.1, **SMALL).fit(X_cal)
 
 
 def test_later_stages_are_drawn_only_where_the_threshold_needs_them(linear_setup):
@@ -615,7 +662,9 @@ def test_calibration_refuses_counts_that_share_noise(linear_setup):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cap_split", [False, True], ids=["one-threshold", "cap-split"])
+@pytest.mark.parametrize(
+    "cap_split", [False, "cap", "cap_margin"], ids=["one-threshold", "cap-split", "cap-margin"]
+)
 def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup, cap_split):
     """RRISE certificates share one threshold, so their errors are dependent. The
     conformal-aware bound chosen from the result holds w.p. >= 1 - rho over fresh
@@ -632,7 +681,7 @@ def test_dataset_level_bound_on_rrise_certificates_holds(linear_setup, cap_split
     kl, sigma, sur = linear_setup
     n_cal, m_cal = (100, 99) if cap_split else (500, 9)  # one threshold: tau = max of 9
     sur = copy.deepcopy(sur).set_params(
-        alpha_conf=0.1, n_calibration=n_cal, mondrian="cap" if cap_split else False
+        alpha_conf=0.1, n_calibration=n_cal, mondrian=cap_split, cap_margin=0.05
     )
     rng = np.random.default_rng(21)
     rho, reps, m_test = 0.05, 200, 500
@@ -733,16 +782,18 @@ def test_guarantee_harness_catches_a_procedure_at_1_3x_the_bound(linear_setup):
 
 
 @pytest.mark.slow
-def test_cap_split_keeps_the_guarantee(linear_setup):
+@pytest.mark.parametrize("mondrian", ["cap", "cap_margin"])
+def test_cap_split_keeps_the_guarantee(linear_setup, mondrian):
     """mondrian="cap": inputs predicted at the cap and the others get their own thresholds
     (or, when a group is too small, both the pooled one). With n_calibration = 100 the cap
     sits at z = 1.5, where about a sixth of these inputs are predicted: with 139
     calibration inputs most trials take the own thresholds and some fall back. The proof's
     events (fresh score above the input's own threshold, or a failed Monte Carlo bound)
     stay within alpha_conf + alpha_mc and are not vacuous; a threshold set for twice the
-    claimed miscoverage fails the same harness."""
+    claimed miscoverage fails the same harness. mondrian="cap_margin" (the groups sharing
+    one budget, a margin of 0.05 at the cap) passes the same harness."""
     kl, sigma, sur = linear_setup
-    sur = copy.deepcopy(sur).set_params(n_calibration=100, mondrian="cap")
+    sur = copy.deepcopy(sur).set_params(n_calibration=100, mondrian=mondrian, cap_margin=0.05)
     trials, alpha_conf = 1500, 0.05
     tol = sps.binom.ppf(1 - 1e-4, trials, alpha_conf + sur.alpha_mc_)
     own = []
