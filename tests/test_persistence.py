@@ -98,19 +98,25 @@ def test_the_deprecated_methods_warn_and_check_the_type(fitted, tmp_path):
         RRISESurrogate.load(path)
 
 
-def test_surrogate_round_trip_keeps_the_cap_split(fitted, tmp_path):
+@pytest.mark.parametrize("mondrian", ["cap", "cap_margin"])
+def test_surrogate_round_trip_keeps_the_cap_split(fitted, tmp_path, mondrian):
     import copy
 
     X, _, _, sur = fitted
-    sur = copy.deepcopy(sur).set_params(mondrian="cap", n_calibration=200, alpha_conf=0.1)
+    sur = copy.deepcopy(sur).set_params(mondrian=mondrian, n_calibration=200, alpha_conf=0.1)
     sur.conformalize(X[1100:1200], random_state=3)
-    assert sur.calibration_.grouping == "cap" and sur.threshold_.shape == (2,)
+    cal = sur.calibration_
+    assert cal.grouping == mondrian and sur.threshold_.shape == (2,)
     back = load(save(sur, tmp_path / "cap.zip"))
-    assert back.calibration_.grouping == "cap"
+    assert back.calibration_.grouping == mondrian
     np.testing.assert_array_equal(back.threshold_, sur.threshold_)
-    np.testing.assert_array_equal(back.calibration_.own, sur.calibration_.own)
-    np.testing.assert_array_equal(back.calibration_.group_sizes, sur.calibration_.group_sizes)
-    assert back.calibration_.pooled_threshold == sur.calibration_.pooled_threshold
+    np.testing.assert_array_equal(back.calibration_.own, cal.own)
+    np.testing.assert_array_equal(back.calibration_.group_sizes, cal.group_sizes)
+    assert back.calibration_.pooled_threshold == cal.pooled_threshold
+    if mondrian == "cap_margin":
+        assert (back.calibration_.cap_margin, back.calibration_.below_factor) == (0.1, 3.0)
+        np.testing.assert_array_equal(back.calibration_.threshold_ranks, cal.threshold_ranks)
+        assert back.cap_margin == sur.cap_margin
     assert _same_certificates(sur, back, X[1200:1300])
     assert sur.verify(X[1300:1350]) == back.verify(X[1300:1350])
     # what the file says is checked: an unknown grouping is refused
@@ -118,6 +124,14 @@ def test_surrogate_round_trip_keeps_the_cap_split(fitted, tmp_path):
     _rewrite(path, edit_manifest=lambda m: m["final"]["fitted"]["calibration"].update(grouping="x"))
     with pytest.raises(ModelFileError, match="invalid calibration.*grouping must be one of"):
         load(path)
+    if mondrian == "cap_margin":  # and a margin the guarantee does not cover
+        for field, value in (("cap_margin", -1.0), ("below_factor", 0.5)):
+            fields = {"grouping": "cap_margin", "cap_margin": 0.1, "below_factor": 3.0}
+            fields[field] = value
+            _rewrite(path, edit_manifest=lambda m, e=fields: m["final"]["fitted"][
+                "calibration"].update(e))  # fmt: skip
+            with pytest.raises(ModelFileError, match=f"invalid calibration.*{field} must be"):
+                load(path)
 
 
 def test_surrogate_round_trip_keeps_ensemble_thresholds_and_verify(fitted, tmp_path):
