@@ -360,7 +360,7 @@ def resolve_grouping(mondrian: Any, pac_delta: float | None, n_classes: int,
                      cap_margin: float = 0.1) -> Pooled | CapSplit:  # fmt: skip
     """The grouping of ``RRISESurrogate(mondrian=...)``, resolved once.
 
-    ``"auto"`` is the cap split, or one threshold with ``pac_delta``; ``False`` one
+    ``"auto"`` is the margin at the cap, or one threshold with ``pac_delta``; ``False`` one
     threshold; ``"class"`` (or ``True``) one per predicted class; ``"cap"`` the cap
     split; ``"cap_margin"`` the cap split's groups sharing one budget, with
     ``cap_margin`` the least deduction at the cap.
@@ -369,10 +369,10 @@ def resolve_grouping(mondrian: Any, pac_delta: float | None, n_classes: int,
     --------
     >>> from rrise_sklearn.conformal import resolve_grouping
     >>> resolve_grouping("auto", None, 10).name, resolve_grouping("auto", 0.05, 10).name
-    ('cap', 'pooled')
+    ('cap_margin', 'pooled')
     """
     if mondrian == "auto":
-        mondrian = False if pac_delta is not None else "cap"
+        mondrian = False if pac_delta is not None else "cap_margin"
     if mondrian == "cap":
         return CapSplit()
     if mondrian == "cap_margin":

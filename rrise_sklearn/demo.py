@@ -155,7 +155,7 @@ def run_demo(
         "break_even_queries": break_even,
         "train_seconds": t_train,
         "ceiling": ceiling,
-        "threshold": np.asarray(sur.threshold_).tolist(),  # two with mondrian="cap"
+        "threshold": np.asarray(sur.threshold_).tolist(),  # two with mondrian="cap" or "cap_margin"
     }
 
     lines = [

@@ -241,7 +241,7 @@ def certified_accuracy_lower_bound(
     else:  # conformal
         g = info["conformal_groups"]
         laws = g if isinstance(g, list) else [g]
-        # several laws (RRISE with mondrian="cap"): each bounds its part at its share of rho/2
+        # several laws (RRISE with the cap groupings): each bounds its part at its share of rho/2
         share = rho / 2 / int(info.get("conformal_split", 1))
         exceed = 0
         for law in laws:

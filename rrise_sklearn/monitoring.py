@@ -35,8 +35,8 @@ class VerificationReport:
         the surrogate's calibrated bound (score above the threshold).
     n_exceed : int
         Inputs (certified or not) whose score exceeds the threshold (the
-        pooled one with ``mondrian="cap"``); under exchangeability at most a
-        fraction ``alpha_conf`` in expectation.
+        pooled one with ``mondrian="cap"`` or ``"cap_margin"``); under
+        exchangeability at most a fraction ``alpha_conf`` in expectation.
     rate : float
         ``n_exceed / n_inputs``.
     p_value : float

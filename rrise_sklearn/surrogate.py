@@ -206,8 +206,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         fallback; ``"cap_margin"`` the same groups sharing one budget: inputs
         at the cap deduct at least ``cap_margin`` and the others get the
         budget the cap leaves unused, at most ``3 * alpha_conf`` among themselves
-        (user guide, "A margin at the cap"); ``"auto"`` is ``"cap"``, or
-        ``False`` with ``pac_delta``.
+        (user guide, "A margin at the cap"); ``"auto"`` is ``"cap_margin"``,
+        or ``False`` with ``pac_delta``.
     pac_delta : float, default=None
         If set, a training-conditional threshold valid with probability
         ``1 - pac_delta`` over the calibration draw.
@@ -713,8 +713,8 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
 
         ``n_calibration`` fresh Monte Carlo samples per input, later stages where
         the threshold needs them (:func:`~rrise_sklearn.conformal.staged_bounds`),
-        then one conformal order statistic per group of ``mondrian``,
-        cross-checked against MAPIE. The result is one read-only
+        then the thresholds of ``mondrian``'s grouping (conformal order
+        statistics; the pooled one cross-checked against MAPIE). The result is one read-only
         :class:`~rrise_sklearn.conformal.ConformalCalibration` in
         ``calibration_``, tied to the surrogate's weights as they are now.
 

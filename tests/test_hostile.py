@@ -407,7 +407,7 @@ def test_a_calibration_with_missing_or_misshapen_fields_is_refused(small_files):
         dataclasses.replace(cal, scores=cal.scores.reshape(-1, 1))
     with pytest.raises(ValueError, match="classes must have"):
         dataclasses.replace(cal, classes=cal.classes[:-1])
-    if cal.grouping == "cap":
+    if cal.grouping in ("cap", "cap_margin"):
         with pytest.raises(ValueError, match="own must be a 1-D array"):
             dataclasses.replace(cal, own=None)
     with pytest.raises(ValueError, match="alpha_conf must lie in"):

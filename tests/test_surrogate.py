@@ -134,12 +134,11 @@ def test_default_configuration_keeps_the_guarantee(linear_setup):
 def test_threshold_equals_order_statistic_and_mapie(linear_setup):
     _, _, sur = linear_setup
     tau = conformal_threshold(sur.calibration_scores_, sur.alpha_conf)
-    if sur.calibration_.grouping == "cap":  # the default; no input reaches the cap here
-        assert sur.calibration_.own.tolist() == [False, False]
-        assert (
-            sur.calibration_.group_sizes.tolist() == [0, 100]
-            and sur.calibration_.pooled_threshold == tau
-        )
+    # the default grouping; no input reaches the cap here: both groups take the pooled threshold
+    assert sur.calibration_.grouping == "cap_margin"
+    assert sur.calibration_.own.tolist() == [False, False]
+    assert sur.calibration_.group_sizes.tolist() == [0, 100]
+    assert sur.calibration_.pooled_threshold == tau
     np.testing.assert_array_equal(np.unique(sur.threshold_), [tau])
     assert sur.calibration_.n_calibration == 100
 
