@@ -8,6 +8,7 @@ turns its outputs into conservative radii (method.md section 3).
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 import warnings
 from functools import partial
@@ -346,6 +347,15 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         self.score_radius = score_radius
         self.random_state = random_state
         self.cache_dir = cache_dir
+
+    def __setstate__(self, state: dict) -> None:
+        # a pickle (joblib) of an earlier version lacks the parameters added since
+        # (score_scale, cap_margin, ...): they get their defaults, so get_params, repr and
+        # a recalibration work; the fitted calibration is kept as it was
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
+                state.setdefault(name, p.default)
+        super().__setstate__(state)
 
     # ------------------------------------------------------------------
     # skorch hooks

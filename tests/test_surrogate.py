@@ -514,6 +514,15 @@ def test_joblib_round_trip_and_grid_search(linear_setup, tmp_path):
     a, b = sur.certify(X), loaded.certify(X)
     np.testing.assert_array_equal(a.radius, b.radius)
     np.testing.assert_array_equal(a.prediction, b.prediction)
+    # a pickle of an earlier version (before score_scale and cap_margin): those parameters get
+    # their defaults on loading, the calibration certifies as it did
+    old = sur.__getstate__()
+    del old["cap_margin"], old["score_scale"]
+    older = RRISESurrogate.__new__(RRISESurrogate)
+    older.__setstate__(old)
+    assert older.get_params()["cap_margin"] == 0.1 and older.get_params()["score_scale"] is None
+    np.testing.assert_array_equal(older.certify(X).radius, a.radius)
+    assert "RRISESurrogate" in repr(older)
 
     Xg = _draw(kl, 400, np.random.default_rng(11))
     g, _, _ = kl.exact(Xg, 0.5)
