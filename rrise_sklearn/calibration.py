@@ -41,6 +41,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 __all__ = [
     "calibrated_lower",
     "cap_margin_thresholds",
+    "cap_miss_level",
     "conformal_rank",
     "conformity_scores",
     "conformal_threshold",
@@ -219,6 +220,14 @@ def two_group_thresholds(
     return thresholds, own, pooled
 
 
+def cap_miss_level(scores_at_cap: Any, alpha_conf: float, margin: float) -> float:
+    """Scores at the cap above this are the margin construction's misses: ``max(margin, q)``,
+    ``q`` the ``ceil((1 - alpha_conf) m_cap)``-th smallest of the ``m_cap`` scores at the cap
+    (:func:`cap_margin_thresholds`)."""
+    at = np.sort(np.asarray(scores_at_cap, dtype=np.float64).ravel())
+    return max(float(margin), float(at[int(math.ceil(len(at) * (1.0 - alpha_conf) - 1e-9)) - 1]))
+
+
 def cap_margin_thresholds(
     scores: Any, below: Any, alpha_conf: float, margin: float, below_factor: float = 3.0
 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
@@ -303,9 +312,7 @@ def cap_margin_thresholds(
     at, bl = np.sort(s[~b]), np.sort(s[b])
     m_cap, m_b = len(at), len(bl)
     rank_cap = conformal_rank(m_cap, alpha_conf)
-    # the misses at the cap: scores above max(margin, q), q at rank ceil((1 - alpha) m_cap)
-    q = at[int(math.ceil(m_cap * (1.0 - alpha_conf) - 1e-9)) - 1]
-    misses = int((at > max(margin, q)).sum())
+    misses = int((at > cap_miss_level(at, alpha_conf, margin)).sum())  # the misses at the cap
     # the order statistic of the transformed scores: m_cap - misses at -inf come first, then
     # the scores below the cap, then the misses at +inf; so it is a below-cap score's rank
     rank_b = conformal_rank(len(s), alpha_conf) - (m_cap - misses)

@@ -33,6 +33,7 @@ from . import stats
 from ._validation import check_nonnegative
 from .calibration import (
     cap_margin_thresholds,
+    cap_miss_level,
     conformal_rank,
     conformal_threshold,
     mapie_threshold,
@@ -336,9 +337,10 @@ class CapMargin(CapSplit):
         promote = np.zeros(len(scores), dtype=bool)
         if own.any():
             at = np.flatnonzero(~below)
-            sc = np.sort(scores[at])
-            q = sc[int(np.ceil(len(sc) * (1.0 - alpha_conf) - 1e-9)) - 1]
-            promote[at[(scores[at] > self.margin) & (scores[at] >= q)]] = True
+            # at or above max(margin, q) (strictly above the margin): the misses and the own
+            # threshold (at least q) only read these
+            level = cap_miss_level(scores[at], alpha_conf, self.margin)
+            promote[at[(scores[at] > self.margin) & (scores[at] >= level)]] = True
             if own[1]:
                 b = np.flatnonzero(below)
                 promote[b[scores[b] >= thr[1]]] = True
