@@ -50,6 +50,9 @@ _FROM_PARAM = object()  # _set_classes: resolve the abstain label from the param
 
 # spawn keys of the independent random streams an estimator uses
 _SELECT, _ESTIMATE, _PREDICT, _TRAIN, _COUNTS = 0, 1, 2, 3, 4
+# what a pickle of a version before a parameter existed did, where that is not its default:
+# predict / predict_proba drew ``n`` samples before ``n_predict`` (2026-12-07)
+_OLD_PICKLE_DEFAULTS = {"n_predict": None}
 
 
 def _base_accuracy(net: Any, X: Any, y: Any) -> float:
@@ -352,6 +355,15 @@ class SmoothedClassifier(NeuralNetClassifier):
         self.noise_sharing = noise_sharing
         self.n_jobs = n_jobs
         self.training = training
+
+    def __setstate__(self, state: dict) -> None:
+        # a pickle (joblib) of an earlier version lacks the parameters added since: each gets
+        # what that version did (``_OLD_PICKLE_DEFAULTS``), else its default, so get_params,
+        # repr, clone and predict work and behave as they did when it was saved
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
+                state.setdefault(name, _OLD_PICKLE_DEFAULTS.get(name, p.default))
+        super().__setstate__(state)
 
     # ------------------------------------------------------------------
     # skorch hooks

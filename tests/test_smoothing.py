@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats as sps
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -284,6 +285,27 @@ def test_joblib_round_trip_alone_and_in_pipeline(tmp_path, digits):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     expected = pipe[-1].certify(pipe[0].transform(X[200:230])).radius.round(12).tolist()
     assert out.stdout.strip() == str(expected)
+
+
+def test_pickle_of_an_earlier_version_gets_what_it_did(tmp_path, digits):
+    # a joblib pickle written before a parameter existed lacks it: n_predict (added later)
+    # must mean what that version did, predict with n samples, and the others their
+    # defaults, so get_params, clone, repr and predict work on the loaded model
+    X, y = digits
+    clf = SmoothedClassifier(
+        SmallCNN, module__width=4, module__hidden=16, max_epochs=1, n0=10, n=60, n_predict=500,
+        random_state=3,
+    ).fit(X[:200], y[:200])  # fmt: skip
+    old = clf.__getstate__()
+    del old["n_predict"], old["noise_sharing"]
+    older = SmoothedClassifier.__new__(SmoothedClassifier)
+    older.__setstate__(old)
+    params = older.get_params()
+    assert params["n_predict"] is None and params["noise_sharing"] == 16
+    assert "SmoothedClassifier" in repr(older) and clone(older).n_predict is None
+    as_before = clf.set_params(n_predict=None, noise_sharing=16)
+    np.testing.assert_array_equal(older.predict_proba(X[200:210]),
+                                  as_before.predict_proba(X[200:210]))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
