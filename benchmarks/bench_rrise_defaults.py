@@ -258,6 +258,44 @@ def _cap_diagnostic(
     )
 
 
+def _where_the_gap_is(sur: RRISESurrogate, X_held, X_test, y_test, ref, classes, sigma: float,
+                      acc_mc) -> str:  # fmt: skip
+    """The gap split into the network's point estimate and the threshold (no extra Monte Carlo).
+
+    Printed: the same network's certificates with no deduction at all (radius ``sigma *
+    y_hat``, the prediction capped: no calibration, no guarantee) and their wrong rate, so
+    what is left of the gap there is the point estimate's and the rest is the threshold's;
+    then the calibration scores below the cap by band of the prediction (count, 95th
+    percentile, largest), the tail that sets the threshold below the cap.
+    """
+    top, h, q = sur._top(X_test)
+    cap = sur.prediction_cap_
+    y_hat = sur._prediction(h, q, cap)
+    r = np.where(y_hat > 0, sigma * y_hat, 0.0)
+    res = dataclasses.replace(
+        sur.certify(X_test), radius=r, prediction=sur.smoothed_._labels(top, r <= 0)
+    )
+    acc = certified_accuracy(y_test, res.prediction, r, RADII)
+    wrong, pos = wrong_rate(res, ref, classes, sigma)
+    _, h_c, q_c = sur._top(X_held)
+    y_c = sur._prediction(h_c, q_c, cap)
+    s = np.asarray(sur.calibration_scores_)
+    bands = []
+    edges = [-np.inf, 1.0, 2.0, 2.5, 3.0, cap]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (y_c >= lo) & (y_c < hi)
+        if sel.any():
+            bands.append(f"[{lo:g}, {hi:.2f}): {int(sel.sum())}, q95 "
+                         f"{np.quantile(s[sel], 0.95):.3f}, max {s[sel].max():.3f}")  # fmt: skip
+    return (
+        "threshold 0 (the same network, no calibration, no guarantee): "
+        + " ".join(f"{100 * a:.1f}" for a in acc)
+        + f" % (gap {np.mean(100 * (acc_mc[:4] - acc[:4])):.2f}), wrong {wrong}/{pos}; "
+        "calibration scores below the cap by predicted probit (inputs, q95, max; staged for "
+        "this grouping's thresholds): " + "; ".join(bands)
+    )
+
+
 def _tau(sur: RRISESurrogate) -> str:
     """The threshold(s) as printed: with mondrian="cap" (or "cap_margin"), both groups' and the
     pooled one."""
@@ -523,6 +561,8 @@ def bench_sigma(
         print(f"{'':26s}calibration: {_stage_use(sur)}", flush=True)
         diag = _cap_diagnostic(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
         print(f"{'':26s}cap: {diag}", flush=True)
+        where = _where_the_gap_is(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
+        print(f"{'':26s}where the gap is: {where}", flush=True)
         for label, params in compare_scale:  # the same network, recalibrated
             t0 = time.perf_counter()
             scaled = copy.deepcopy(sur).set_params(**params)
