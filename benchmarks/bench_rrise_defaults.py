@@ -72,6 +72,7 @@ from bench_rrise import uncalibrated, wrong_rate
 from lever_cap_margin import deploy as deploy_cap_margin
 
 from rrise_sklearn import RRISESurrogate, SmoothedClassifier
+from rrise_sklearn.conformal import certifiable_bound, mc_bound
 from rrise_sklearn.demo import load_demo_data
 from rrise_sklearn.metrics import average_certified_radius, certified_accuracy
 from rrise_sklearn.nets import MLP, JensenShannonLoss, ProbitTailLoss
@@ -259,14 +260,16 @@ def _cap_diagnostic(
 
 
 def _where_the_gap_is(sur: RRISESurrogate, X_held, X_test, y_test, ref, classes, sigma: float,
-                      acc_mc) -> str:  # fmt: skip
+                      acc_mc, pool) -> str:  # fmt: skip
     """The gap split into the network's point estimate and the threshold (no extra Monte Carlo).
 
     Printed: the same network's certificates with no deduction at all (radius ``sigma *
     y_hat``, the prediction capped: no calibration, no guarantee) and their wrong rate, so
     what is left of the gap there is the point estimate's and the rest is the threshold's;
     then the calibration scores below the cap by band of the prediction (count, 95th
-    percentile, largest), the tail that sets the threshold below the cap.
+    percentile, largest), the tail that sets the threshold below the cap, and the same scores
+    of the test inputs against their own pools of samples (``pool``; Monte Carlo resolution
+    mostly out of the way: what the network's error is, band by band).
     """
     top, h, q = sur._top(X_test)
     cap = sur.prediction_cap_
@@ -287,12 +290,23 @@ def _where_the_gap_is(sur: RRISESurrogate, X_held, X_test, y_test, ref, classes,
         if sel.any():
             bands.append(f"[{lo:g}, {hi:.2f}): {int(sel.sum())}, q95 "
                          f"{np.quantile(s[sel], 0.95):.3f}, max {s[sel].max():.3f}")  # fmt: skip
+    n_pool = np.asarray(pool).sum(axis=1)
+    assert (n_pool == n_pool[0]).all()
+    k = np.asarray(pool)[np.arange(len(top)), top]
+    n_p = int(n_pool[0])  # every test input's pool has the same size
+    s_t = y_hat - certifiable_bound(mc_bound(k, n_p, sur.calibration_.first_stage_alpha))
+    tests = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (y_hat >= lo) & (y_hat < hi)
+        if sel.any():
+            tests.append(f"[{lo:g}, {hi:.2f}): {int(sel.sum())}, max {s_t[sel].max():.3f}")
     return (
         "threshold 0 (the same network, no calibration, no guarantee): "
         + " ".join(f"{100 * a:.1f}" for a in acc)
         + f" % (gap {np.mean(100 * (acc_mc[:4] - acc[:4])):.2f}), wrong {wrong}/{pos}; "
         "calibration scores below the cap by predicted probit (inputs, q95, max; staged for "
-        "this grouping's thresholds): " + "; ".join(bands)
+        "this grouping's thresholds): " + "; ".join(bands) + f"; test inputs' scores against "
+        f"{n_p:,} samples each: " + "; ".join(tests)
     )
 
 
@@ -561,7 +575,9 @@ def bench_sigma(
         print(f"{'':26s}calibration: {_stage_use(sur)}", flush=True)
         diag = _cap_diagnostic(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
         print(f"{'':26s}cap: {diag}", flush=True)
-        where = _where_the_gap_is(sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc)
+        where = _where_the_gap_is(
+            sur, X_held, X_test, y_test, ref, clf.classes_, sigma, acc_mc, pool
+        )
         print(f"{'':26s}where the gap is: {where}", flush=True)
         for label, params in compare_scale:  # the same network, recalibrated
             t0 = time.perf_counter()
