@@ -283,30 +283,29 @@ def _where_the_gap_is(sur: RRISESurrogate, X_held, X_test, y_test, ref, classes,
     _, h_c, q_c = sur._top(X_held)
     y_c = sur._prediction(h_c, q_c, cap)
     s = np.asarray(sur.calibration_scores_)
-    bands = []
-    edges = [-np.inf, 1.0, 2.0, 2.5, 3.0, cap]
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (y_c >= lo) & (y_c < hi)
-        if sel.any():
-            bands.append(f"[{lo:g}, {hi:.2f}): {int(sel.sum())}, q95 "
-                         f"{np.quantile(s[sel], 0.95):.3f}, max {s[sel].max():.3f}")  # fmt: skip
     n_pool = np.asarray(pool).sum(axis=1)
     assert (n_pool == n_pool[0]).all()
     k = np.asarray(pool)[np.arange(len(top)), top]
     n_p = int(n_pool[0])  # every test input's pool has the same size
     s_t = y_hat - certifiable_bound(mc_bound(k, n_p, sur.calibration_.first_stage_alpha))
-    tests = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (y_hat >= lo) & (y_hat < hi)
-        if sel.any():
-            tests.append(f"[{lo:g}, {hi:.2f}): {int(sel.sum())}, max {s_t[sel].max():.3f}")
+    edges = [-np.inf, 1.0, 2.0, 2.5, 3.0, cap]
+
+    def by_band(pred, scores, q95):
+        out = []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            sel = (pred >= lo) & (pred < hi)
+            if sel.any():
+                q = f", q95 {np.quantile(scores[sel], 0.95):.3f}" if q95 else ""
+                out.append(f"[{lo:g}, {hi:.2f}): {int(sel.sum())}{q}, max {scores[sel].max():.3f}")
+        return "; ".join(out)
+
     return (
         "threshold 0 (the same network, no calibration, no guarantee): "
         + " ".join(f"{100 * a:.1f}" for a in acc)
         + f" % (gap {np.mean(100 * (acc_mc[:4] - acc[:4])):.2f}), wrong {wrong}/{pos}; "
         "calibration scores below the cap by predicted probit (inputs, q95, max; staged for "
-        "this grouping's thresholds): " + "; ".join(bands) + f"; test inputs' scores against "
-        f"{n_p:,} samples each: " + "; ".join(tests)
+        "this grouping's thresholds): " + by_band(y_c, s, True) + f"; test inputs' scores "
+        f"against {n_p:,} samples each: " + by_band(y_hat, s_t, False)
     )
 
 

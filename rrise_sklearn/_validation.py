@@ -9,6 +9,7 @@ one input at fit time and later calls must match it.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any
@@ -19,6 +20,21 @@ from sklearn.utils import check_array, check_consistent_length, column_or_1d
 from sklearn.utils.validation import validate_data
 
 __all__ = ["validate_inputs"]
+
+
+def fill_missing_params(cls: type, state: dict, earlier: dict | None = None) -> dict:
+    """Give a pickled estimator's ``state`` the constructor parameters it lacks.
+
+    A pickle (joblib) of an earlier version has no entry for a parameter added
+    since; without one, ``get_params``, ``repr``, ``clone`` and refitting fail.
+    Each missing keyword parameter of ``cls.__init__`` gets ``earlier[name]``
+    (what that version did, where it differs from the default) or its default.
+    """
+    earlier = earlier or {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
+            state.setdefault(name, earlier.get(name, p.default))
+    return state
 
 
 def _as_numpy(X: Any) -> Any:

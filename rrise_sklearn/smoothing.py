@@ -21,6 +21,7 @@ from skorch.utils import to_tensor
 
 from . import stats
 from ._validation import (
+    fill_missing_params,
     inferred_module_kwargs,
     input_stats,
     merge_input_stats,
@@ -357,13 +358,8 @@ class SmoothedClassifier(NeuralNetClassifier):
         self.training = training
 
     def __setstate__(self, state: dict) -> None:
-        # a pickle (joblib) of an earlier version lacks the parameters added since: each gets
-        # what that version did (``_OLD_PICKLE_DEFAULTS``), else its default, so get_params,
-        # repr, clone and predict work and behave as they did when it was saved
-        for name, p in inspect.signature(type(self).__init__).parameters.items():
-            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
-                state.setdefault(name, _OLD_PICKLE_DEFAULTS.get(name, p.default))
-        super().__setstate__(state)
+        # a pickle of an earlier version: parameters added since get what that version did
+        super().__setstate__(fill_missing_params(type(self), state, _OLD_PICKLE_DEFAULTS))
 
     # ------------------------------------------------------------------
     # skorch hooks

@@ -8,7 +8,6 @@ turns its outputs into conservative radii (method.md section 3).
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 import warnings
 from functools import partial
@@ -40,6 +39,7 @@ from ._validation import (
     check_nonnegative,
     check_share,
     check_stages,
+    fill_missing_params,
     flat_rows,
     inferred_module_kwargs,
     refine_stages,
@@ -349,13 +349,9 @@ class RRISESurrogate(CalibrationViews, ClassifierMixin, NeuralNet):
         self.cache_dir = cache_dir
 
     def __setstate__(self, state: dict) -> None:
-        # a pickle (joblib) of an earlier version lacks the parameters added since
-        # (score_scale, cap_margin, ...): they get their defaults, so get_params, repr and
-        # a recalibration work; the fitted calibration is kept as it was
-        for name, p in inspect.signature(type(self).__init__).parameters.items():
-            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
-                state.setdefault(name, p.default)
-        super().__setstate__(state)
+        # a pickle of an earlier version lacks the parameters added since (score_scale,
+        # cap_margin, ...): they get their defaults; the fitted calibration is kept as it was
+        super().__setstate__(fill_missing_params(type(self), state))
 
     # ------------------------------------------------------------------
     # skorch hooks
