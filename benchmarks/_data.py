@@ -69,14 +69,38 @@ def load_full_mnist(path: str | None = None) -> dict:
     return out
 
 
+def shifted(X: np.ndarray, n: int, seed: int, max_shift: int = 2) -> np.ndarray:
+    """``n`` copies of random rows of ``X`` (28x28 images), each translated by a random nonzero
+    ``(dy, dx)`` with ``|dy|, |dx| <= max_shift`` pixels, the vacated pixels zero."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(len(X), size=n)
+    moves = [(a, b) for a in range(-max_shift, max_shift + 1)
+             for b in range(-max_shift, max_shift + 1) if (a, b) != (0, 0)]  # fmt: skip
+    pick = rng.integers(len(moves), size=n)
+    img = X[rows].reshape(n, 28, 28)
+    out = np.zeros_like(img)
+    for k, (dy, dx) in enumerate(moves):
+        sel = pick == k
+        src = img[sel][:, max(0, -dy) : 28 - max(0, dy), max(0, -dx) : 28 - max(0, dx)]
+        out_k = np.zeros_like(img[sel])
+        out_k[:, max(0, dy) : 28 - max(0, -dy), max(0, dx) : 28 - max(0, -dx)] = src
+        out[sel] = out_k
+    return out.reshape(n, 784)
+
+
 def splits(dataset: str, *, n_surrogate: int, n_cal: int = 1000, n_test: int = 500,
-           seed: int = 12345) -> dict:  # fmt: skip
+           seed: int = 12345, n_shifted: int = 0,
+           held_out_extra: bool = False) -> dict:  # fmt: skip
     """The benchmark's parts of ``"mnist"`` (full) or ``"fashion"``, as flat float32 rows.
 
     ``base``: every training image (MNIST 50,000; Fashion 50,000, the other 10,000
     held out); ``surrogate``: the first ``n_surrogate`` of a random permutation of
     the base images; ``rrise``: ``n_cal`` random held-out images (MNIST's validation
-    split); ``test``: ``n_test`` random test images.
+    split); ``test``: ``n_test`` random test images. Levers for the surrogate's inputs
+    (its targets are the smoothed classifier's counts, so any input will do):
+    ``n_shifted`` translated copies of its images (:func:`shifted`) and, with
+    ``held_out_extra``, the held-out images that do not calibrate (never a calibration or
+    test image).
     """
     rng = np.random.default_rng(seed)
     if dataset == "mnist":
@@ -95,9 +119,14 @@ def splits(dataset: str, *, n_surrogate: int, n_cal: int = 1000, n_test: int = 5
     cal = rng.choice(len(X_h), size=n_cal, replace=False)
     test = rng.choice(len(X_t), size=n_test, replace=False)
     sur = rng.permutation(len(X_b))[:n_surrogate]
+    X_s = [X_b[sur]]
+    if n_shifted:
+        X_s.append(shifted(X_b[sur], n_shifted, seed + 2))
+    if held_out_extra:
+        X_s.append(X_h[np.setdiff1d(np.arange(len(X_h)), cal)])
     return {
         "base": (X_b, y_b),
-        "surrogate": X_b[sur],
+        "surrogate": np.concatenate(X_s),
         "rrise": (X_h[cal], y_h[cal]),
         "test": (X_t[test], y_t[test]),
     }

@@ -378,14 +378,17 @@ def _row(name: str, acc: np.ndarray, acr: float, extra: str) -> str:
     return f"{name:26s}" + "".join(f"{100 * a:8.1f}" for a in acc) + f"{acr:8.3f}  {extra}"
 
 
-def load(dataset: str, n_surrogate: int = 6000) -> dict:
-    """Base-training, held-out and test parts (inputs, labels); full sets add ``surrogate``."""
+def load(dataset: str, n_surrogate: int = 6000, **inputs) -> dict:
+    """Base-training, held-out and test parts (inputs, labels); full sets add ``surrogate``.
+
+    ``inputs``: the full sets' levers for the surrogate's inputs (``_data.splits``).
+    """
     if dataset == "digits":
         return load_demo_data(0)
     if dataset in ("mnist", "fashion"):
         from _data import splits
 
-        return splits(dataset, n_surrogate=n_surrogate)
+        return splits(dataset, n_surrogate=n_surrogate, **inputs)
     from sklearn.model_selection import train_test_split
 
     from rrise_sklearn.datasets import load_mnist_5k
@@ -472,8 +475,10 @@ def bench_sigma(
     save_dir: str | None = None,
     baseline: bool = True,
     target_band: tuple | None = None,
+    inputs: dict | None = None,
 ) -> dict:
-    data = load(dataset, n_surrogate)
+    inputs = {k: v for k, v in (inputs or {}).items() if v}
+    data = load(dataset, n_surrogate, **inputs)
     full = dataset in FULL
     X_base, y_base = data["base"]
     X_held, _ = data["rrise"]
@@ -512,7 +517,11 @@ def bench_sigma(
     curve = budget_curve(pool, y_test, clf.classes_, sigma)
     print(
         f"\n{dataset}, sigma={sigma}: {len(X_base)} base-training ("
-        + (f"the surrogate's: a random {len(data['surrogate'])}" if full else "the surrogate's")
+        + (
+            f"the surrogate's: {len(data['surrogate'])} ({inputs or 'a random subset'})"
+            if full
+            else "the surrogate's"
+        )  # fmt: skip
         + ") / "
         f"{len(X_held)} held-out (calibration) / {len(X_test)} test; reference n={n_ref}; "
         f"MC ceiling {float(max_certifiable_radius(n, 0.001, sigma)):.3f}",
@@ -529,6 +538,8 @@ def bench_sigma(
     first = None
     for seed in seeds:
         name = f"{dataset}-{sigma}-{len(data.get('surrogate', X_base))}-seed{seed}"
+        if inputs:  # the levers on the surrogate's inputs name the saved network too
+            name += "-" + "-".join(f"{k}{v}" for k, v in sorted(inputs.items()))
         sur = _fit_or_load(save_dir, name, clf, seed, overrides, X_held, fit_kw)
         band_s = 0.0
         if target_band is not None:  # more samples for the targets in the band, then refit
@@ -691,7 +702,19 @@ def main() -> None:
         "--save-dir", default=None,
         help="keep each fitted surrogate here; a rerun with the same settings loads it",
     )  # fmt: skip
+    ap.add_argument(
+        "--shifted-copies", type=int, default=0, metavar="N",
+        help="full sets: also train the surrogate on N copies of its images translated by up to 2 "
+        "pixels, each with its own Monte Carlo target (a lever)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--held-out-extra", action="store_true",
+        help="full sets: also train the surrogate on the held-out images that do not calibrate "
+        "(9,000 on either set; a lever)",
+    )  # fmt: skip
     args = ap.parse_args()
+    if (args.shifted_copies or args.held_out_extra) and args.dataset not in FULL:
+        ap.error("--shifted-copies and --held-out-extra need --dataset mnist or fashion")
     overrides = {}
     if args.dataset == "mnist5k" and not args.full:  # lowered to fit 2 CPU cores: not defaults
         overrides = dict(n_targets=1000, n_augment=8, n_calibration=10_000, n_refine=100_000)
@@ -736,6 +759,7 @@ def main() -> None:
             args.save_dir,
             not args.no_baseline,
             args.target_band,
+            {"n_shifted": args.shifted_copies, "held_out_extra": args.held_out_extra},
         )  # fmt: skip
         for s in args.sigmas
     }

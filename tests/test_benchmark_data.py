@@ -38,3 +38,35 @@ def test_arrays_load_and_anything_else_is_refused(tmp_path, capsys):
     with pytest.raises(pickle.UnpicklingError, match=r"refused global (__builtin__|builtins)\."):
         data.load_full_mnist(str(bad))
     assert "must never run" not in capsys.readouterr().out
+
+
+def test_surrogate_input_levers_keep_calibration_and_test_images_out(monkeypatch):
+    data = _module()
+    rng = np.random.default_rng(1)
+
+    def fake(path=None):  # rows made unique by their first pixel
+        parts, start = {}, 0
+        for name, n in (("train", 60), ("valid", 30), ("test", 20)):
+            X = rng.random((n, 784)).astype(np.float32)
+            X[:, 0] = np.arange(start, start + n)
+            parts[name], start = (X, rng.integers(0, 10, n)), start + n
+        return parts
+
+    monkeypatch.setattr(data, "load_full_mnist", fake)
+    out = data.splits("mnist", n_surrogate=40, n_cal=10, n_test=5, held_out_extra=True)
+    sur, cal, test = out["surrogate"][:, 0], out["rrise"][0][:, 0], out["test"][0][:, 0]
+    assert len(sur) == 40 + 20 and len(np.unique(sur)) == 60
+    assert not set(sur) & (set(cal) | set(test))
+    assert set(sur[40:]) == set(range(60, 90)) - set(cal)  # the rest of the held-out images
+
+
+def test_shifted_copies_are_translations_of_the_images():
+    data = _module()
+    X = np.zeros((4, 28, 28), np.float32)
+    X[:, 8:20, 9:18] = np.arange(4)[:, None, None] + 1.0  # interior blocks: nothing falls off
+    Y = data.shifted(X.reshape(4, 784), 50, seed=0).reshape(50, 28, 28)
+    for img in Y:
+        ys, xs = np.nonzero(img)
+        dy, dx = ys.min() - 8, xs.min() - 9
+        assert (dy, dx) != (0, 0) and max(abs(dy), abs(dx)) <= 2
+        np.testing.assert_array_equal(np.roll(img, (-dy, -dx), axis=(0, 1)), X[int(img.max()) - 1])
