@@ -81,10 +81,8 @@ def shifted(X: np.ndarray, n: int, seed: int, max_shift: int = 2) -> np.ndarray:
     out = np.zeros_like(img)
     for k, (dy, dx) in enumerate(moves):
         sel = pick == k
-        src = img[sel][:, max(0, -dy) : 28 - max(0, dy), max(0, -dx) : 28 - max(0, dx)]
-        out_k = np.zeros_like(img[sel])
-        out_k[:, max(0, dy) : 28 - max(0, -dy), max(0, dx) : 28 - max(0, -dx)] = src
-        out[sel] = out_k
+        src = img[sel, max(0, -dy) : 28 - max(0, dy), max(0, -dx) : 28 - max(0, dx)]
+        out[sel, max(0, dy) : 28 - max(0, -dy), max(0, dx) : 28 - max(0, -dx)] = src
     return out.reshape(n, 784)
 
 
